@@ -1,0 +1,1 @@
+"""fedtee.attest.evidence."""

@@ -1,0 +1,41 @@
+import hashlib
+
+import pytest
+
+from fedtee.attest.binding import DOMAIN_TAG, check_report_data, report_data
+from fedtee.errors import Reason, VerificationError
+
+NONCE = bytes(range(32))
+KEY = b"\x30\x59" + b"k" * 89
+
+
+def test_report_data_is_sha512_of_length_prefixed_fields() -> None:
+    expected = hashlib.sha512(
+        DOMAIN_TAG + (32).to_bytes(4, "big") + NONCE + len(KEY).to_bytes(4, "big") + KEY
+    ).digest()
+    assert report_data(nonce=NONCE, public_key=KEY) == expected
+
+
+@pytest.mark.parametrize("size", [32, 48, 64])
+def test_size_picks_hash(size: int) -> None:
+    assert len(report_data(nonce=NONCE, public_key=KEY, size=size)) == size
+
+
+def test_fields_are_not_ambiguous() -> None:
+    # Moving a byte from the nonce to the key must change the result.
+    a = report_data(nonce=NONCE + b"x", public_key=KEY)
+    b = report_data(nonce=NONCE, public_key=b"x" + KEY)
+    assert a != b
+
+
+def test_check_accepts_binding_and_rejects_other_key() -> None:
+    good = report_data(nonce=NONCE, public_key=KEY, size=32)
+    check_report_data(found=good, nonce=NONCE, public_key=KEY)
+    with pytest.raises(VerificationError) as err:
+        check_report_data(found=good, nonce=NONCE, public_key=KEY + b"!")
+    assert err.value.reason is Reason.REPORT_DATA_MISMATCH
+
+
+def test_short_nonce_is_refused() -> None:
+    with pytest.raises(ValueError):
+        report_data(nonce=b"short", public_key=KEY)
