@@ -148,6 +148,10 @@ class VerifiedEvidence:
     - ``platform_id``: a stable identity of the hardware (SNP chip_id, SGX/TDX PCK public-key
       hash or PPID, TPM EK public-key hash, PSA instance id, sim platform key hash). Used
       to stop one platform enrolling under several identities.
+    - ``code_identity``: the one value that names the code running in the TEE, which
+      training receipts repeat: SGX ``mrenclave``; TDX SHA-384(mrtd || rtmr0..3); SNP
+      ``measurement``; TPM the value of fedtee's code PCR; PSA SHA-256 over the sorted
+      software-component measurements; CCA SHA-512(rim || rem0..3); sim ``measurement``.
     - ``hardware_backed``: False only for ``sim``; every display of a sim result says so.
     - ``claims``: everything parsed, JSON-friendly (bytes as lower-case hex), for display.
     - ``warnings``: non-fatal findings of verification (e.g. stale CRL, advisory IDs).
@@ -158,6 +162,7 @@ class VerifiedEvidence:
     measurements: Mapping[str, bytes]
     debug: bool
     platform_id: bytes | None
+    code_identity: bytes
     tcb_status: TcbStatus
     svns: Mapping[str, int]
     hardware_backed: bool
