@@ -1,0 +1,234 @@
+"""Tests for fedtee.tensors: safetensors round trip, strict reader, digests, update checks."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedtee.errors import Reason, UpdateRejected
+from fedtee.tensors import (
+    Limits,
+    ModelSpec,
+    StreamingDigest,
+    check_update,
+    decode,
+    decode_metadata,
+    digest,
+    encode,
+    parse_header,
+)
+
+
+def _model() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {
+        "dense.weight": rng.standard_normal((4, 3)).astype(np.float32),
+        "dense.bias": rng.standard_normal(3).astype(np.float32),
+        "steps": np.array([5], dtype=np.int64),
+        "half": rng.standard_normal((2, 2)).astype(np.float16),
+    }
+
+
+def _raw(header: dict[str, object], data: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def test_round_trip_preserves_names_values_and_dtypes() -> None:
+    model = _model()
+    data = encode(model, metadata={"round": "3"})
+    back = decode(data)
+    assert set(back) == set(model)
+    for name, arr in model.items():
+        assert back[name].dtype == arr.dtype
+        np.testing.assert_array_equal(back[name], arr)
+    assert decode_metadata(data) == {"round": "3"}
+
+
+def test_decode_without_copy_gives_read_only_views() -> None:
+    data = encode(_model())
+    back = decode(data, copy=False)
+    assert not back["dense.weight"].flags.writeable
+
+
+def test_encode_rejects_unsupported_dtype() -> None:
+    with pytest.raises(UpdateRejected) as err:
+        encode({"c": np.zeros(2, dtype=np.complex64)})
+    assert err.value.reason is Reason.UPDATE_MALFORMED
+
+
+def test_digest_matches_streaming_digest_over_chunks() -> None:
+    data = encode(_model())
+    streaming = StreamingDigest()
+    for i in range(0, len(data), 7):
+        streaming.update(data[i : i + 7])
+    assert streaming.digest() == digest(data)
+    assert streaming.size == len(data)
+    assert len(digest(data)) == 32
+    assert digest(data) != digest(data[:-1] + bytes([data[-1] ^ 1]))
+
+
+def test_empty_model_round_trip() -> None:
+    assert decode(encode({})) == {}
+
+
+def test_zero_sized_tensor_round_trip() -> None:
+    back = decode(encode({"e": np.zeros((0, 3), dtype=np.float32)}))
+    assert back["e"].shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "fragment"),
+    [
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 9, "cover"),
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 7, "cover"),
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "bytes for"),
+        ({"a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4, "dtype"),
+        ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "shape"),
+        ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, b"\0" * 4, "shape"),
+        (
+            {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": 1}},
+            b"\0" * 4,
+            "exactly",
+        ),
+        (
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            b"\0" * 12,
+            "overlap",
+        ),
+        (
+            {
+                "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
+            },
+            b"\0" * 12,
+            "gap",
+        ),
+        ({"__metadata__": {"k": 1}}, b"", "__metadata__"),
+        ([1, 2], b"", "object"),
+    ],
+)
+def test_malformed_headers_are_rejected(header: object, data: bytes, fragment: str) -> None:
+    raw = _raw(header, data)  # type: ignore[arg-type]
+    with pytest.raises(UpdateRejected) as err:
+        decode(raw)
+    assert err.value.reason is Reason.UPDATE_MALFORMED
+    assert fragment in err.value.message
+
+
+def test_header_length_beyond_limit_is_rejected_before_reading() -> None:
+    raw = struct.pack("<Q", 1 << 40) + b"{}"
+    with pytest.raises(UpdateRejected, match="exceeds"):
+        parse_header(raw)
+
+
+def test_header_length_past_end_is_rejected() -> None:
+    with pytest.raises(UpdateRejected, match="past the end"):
+        parse_header(struct.pack("<Q", 100) + b"{}")
+
+
+def test_duplicate_keys_and_nan_constants_are_rejected() -> None:
+    text = b'{"a": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}, "a": {}}'
+    with pytest.raises(UpdateRejected, match="duplicate"):
+        decode(struct.pack("<Q", len(text)) + text)
+    text = b'{"__metadata__": {"x": NaN}}'
+    with pytest.raises(UpdateRejected):
+        decode(struct.pack("<Q", len(text)) + text)
+
+
+def test_limits_on_tensor_count_and_elements() -> None:
+    data = encode({"a": np.zeros(10, np.float32), "b": np.zeros(1, np.float32)})
+    with pytest.raises(UpdateRejected, match="tensors exceed"):
+        decode(data, limits=Limits(max_tensors=1))
+    with pytest.raises(UpdateRejected, match="elements exceed"):
+        decode(data, limits=Limits(max_elements=5))
+    with pytest.raises(UpdateRejected, match="data bytes exceed"):
+        decode(data, limits=Limits(max_total_bytes=8))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=512))
+def test_random_bytes_raise_only_update_rejected(data: bytes) -> None:
+    try:
+        decode(data)
+    except UpdateRejected as exc:
+        assert exc.reason is Reason.UPDATE_MALFORMED
+
+
+_VALID = encode(_model(), metadata={"k": "v"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=len(_VALID) - 1), st.integers(0, 255)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(min_value=0, max_value=len(_VALID)),
+)
+def test_mutated_bytes_raise_only_update_rejected(edits: list[tuple[int, int]], cut: int) -> None:
+    buf = bytearray(_VALID)
+    for pos, value in edits:
+        buf[pos] = value
+    for candidate in (bytes(buf), bytes(buf[:cut]), bytes(buf) + b"\0"):
+        try:
+            arrays = decode(candidate)
+        except UpdateRejected as exc:
+            assert exc.reason is Reason.UPDATE_MALFORMED
+        else:
+            assert all(isinstance(a, np.ndarray) for a in arrays.values())
+
+
+def test_check_update_accepts_matching_update() -> None:
+    model = _model()
+    check_update(model, spec=ModelSpec.of(model))
+
+
+def test_check_update_shape_mismatch() -> None:
+    model = _model()
+    spec = ModelSpec.of(model)
+    for bad in (
+        {**model, "dense.bias": np.zeros(4, np.float32)},
+        {k: v for k, v in model.items() if k != "steps"},
+        {**model, "extra": np.zeros(1, np.float32)},
+        {**model, "dense.bias": model["dense.bias"].astype(np.float64)},
+    ):
+        with pytest.raises(UpdateRejected) as err:
+            check_update(bad, spec=spec)
+        assert err.value.reason is Reason.UPDATE_SHAPE_MISMATCH
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_check_update_nonfinite(value: float) -> None:
+    model = _model()
+    bad = {**model, "dense.weight": model["dense.weight"].copy()}
+    bad["dense.weight"][1, 2] = value
+    with pytest.raises(UpdateRejected) as err:
+        check_update(bad, spec=ModelSpec.of(model))
+    assert err.value.reason is Reason.UPDATE_NONFINITE
+
+
+def test_check_update_norm_bound() -> None:
+    model = _model()
+    update = {k: v.copy() for k, v in model.items()}
+    update["dense.bias"] = update["dense.bias"] + np.float32(3.0)  # delta norm = 3*sqrt(3)
+    spec = ModelSpec.of(model)
+    check_update(update, spec=spec, global_arrays=model, max_norm=5.3)
+    with pytest.raises(UpdateRejected) as err:
+        check_update(update, spec=spec, global_arrays=model, max_norm=5.1)
+    assert err.value.reason is Reason.UPDATE_NORM_EXCEEDED
+
+
+def test_model_spec_names_and_elements() -> None:
+    spec = ModelSpec.of(_model())
+    assert spec.names == ("dense.bias", "dense.weight", "half", "steps")
+    assert spec.num_elements == 12 + 3 + 1 + 4
