@@ -62,6 +62,7 @@ class Reason(StrEnum):
     AK_NOT_BOUND = "ak_not_bound"
     KEY_NOT_BOUND = "key_not_bound"
     REPORT_DATA_MISMATCH = "report_data_mismatch"
+    AK_ATTRIBUTES_INVALID = "ak_attributes_invalid"
 
     # --- collateral --------------------------------------------------------------------
     COLLATERAL_MISSING = "collateral_missing"
