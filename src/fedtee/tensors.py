@@ -282,7 +282,11 @@ def decode_metadata(
 @dataclass(frozen=True, kw_only=True)
 class TensorSpec:
     shape: tuple[int, ...]
-    dtype: str
+    dtype: str  # safetensors dtype name, e.g. "F32"
+
+    @property
+    def dtype_numpy(self) -> np.dtype[Any]:
+        return _DTYPES[self.dtype]
 
 
 @dataclass(frozen=True, kw_only=True)
