@@ -1,0 +1,236 @@
+"""Model files (safetensors) stored under a directory, named by their SHA-256 digest.
+
+``<root>/<hex digest>.safetensors``. A file appears under its final name only when complete:
+bytes stream into ``<root>/.tmp/<random>.part`` while being hashed, the file is fsynced, then
+atomically renamed and the directory fsynced. So after a crash (even SIGKILL) a digest either
+names a complete, durable file or nothing; leftover partial files sit in ``.tmp`` and are
+removed by :meth:`ArtifactStore.sweep`. The state store records an update only after
+:meth:`ArtifactWriter.commit` has returned.
+
+Sizes are bounded while writing (a peer cannot fill the disk past the bound); a full disk
+(ENOSPC) raises :class:`StorageError` and leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import mmap
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from fedtee.errors import Reason, StorageError, UpdateRejected
+from fedtee.tensors import DEFAULT_LIMITS, Arrays, Limits, StreamingDigest, decode, digest
+
+SUFFIX = ".safetensors"
+DEFAULT_MAX_BYTES = 4 << 30
+_TMP_DIR = ".tmp"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifact:
+    digest: bytes
+    path: Path
+    size: int
+
+    @property
+    def hex(self) -> str:
+        return self.digest.hex()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(action: str, exc: OSError) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"no space left on device while {action}", reason=Reason.STORAGE_FAILED)
+    return StorageError(f"{action} failed: {exc}", reason=Reason.STORAGE_FAILED)
+
+
+class ArtifactWriter:
+    """Streams one artifact in; use as a context manager so failures clean up."""
+
+    def __init__(self, store: ArtifactStore, *, max_bytes: int) -> None:
+        self._store = store
+        self._max_bytes = max_bytes
+        self._digest = StreamingDigest()
+        self._tmp = store.root / _TMP_DIR / f"{secrets.token_hex(8)}.part"
+        try:
+            self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise _storage_error("creating a temporary artifact", exc) from exc
+
+    @property
+    def size(self) -> int:
+        return self._digest.size
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self._fd is None:
+            raise RuntimeError("writer is closed")
+        if self._digest.size + len(chunk) > self._max_bytes:
+            self.abort()
+            raise UpdateRejected(
+                f"artifact exceeds {self._max_bytes} bytes", reason=Reason.MESSAGE_TOO_LARGE
+            )
+        view = memoryview(chunk)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.abort()
+            raise _storage_error("writing an artifact", exc) from exc
+        self._digest.update(chunk)
+
+    def commit(self, *, expected_digest: bytes | None = None) -> Artifact:
+        """Make the file durable under its digest name. Idempotent for identical content."""
+        if self._fd is None:
+            raise RuntimeError("writer is closed")
+        found = self._digest.digest()
+        if expected_digest is not None and not hmac.compare_digest(found, expected_digest):
+            self.abort()
+            raise UpdateRejected(
+                f"artifact digest is {found.hex()}, expected {expected_digest.hex()}",
+                reason=Reason.UPDATE_DIGEST_MISMATCH,
+            )
+        final = self._store.path_for(found)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.replace(self._tmp, final)
+            _fsync_dir(self._store.root)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error("committing an artifact", exc) from exc
+        return Artifact(digest=found, path=final, size=self._digest.size)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ArtifactWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # A writer left uncommitted (exception or forgotten commit) must leave nothing behind.
+        self.abort()
+
+
+class ArtifactStore:
+    """Content-addressed safetensors files under ``root``."""
+
+    def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        try:
+            (self.root / _TMP_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _storage_error(f"creating {self.root}", exc) from exc
+
+    def path_for(self, digest_: bytes) -> Path:
+        if len(digest_) != 32:
+            raise ValueError("artifact digests are 32 bytes")
+        return self.root / f"{digest_.hex()}{SUFFIX}"
+
+    def writer(self, *, max_bytes: int | None = None) -> ArtifactWriter:
+        return ArtifactWriter(self, max_bytes=self.max_bytes if max_bytes is None else max_bytes)
+
+    def put_chunks(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected_digest: bytes | None = None,
+        max_bytes: int | None = None,
+    ) -> Artifact:
+        with self.writer(max_bytes=max_bytes) as w:
+            for chunk in chunks:
+                w.write(chunk)
+            return w.commit(expected_digest=expected_digest)
+
+    def put(self, data: bytes, *, expected_digest: bytes | None = None) -> Artifact:
+        return self.put_chunks([data], expected_digest=expected_digest)
+
+    def exists(self, digest_: bytes) -> bool:
+        return self.path_for(digest_).is_file()
+
+    def get(self, digest_: bytes) -> Artifact:
+        path = self.path_for(digest_)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise StorageError(
+                f"artifact {digest_.hex()} is missing", reason=Reason.STORAGE_CORRUPT
+            ) from exc
+        return Artifact(digest=digest_, path=path, size=size)
+
+    def open_mapped(self, digest_: bytes, *, verify: bool = True) -> mmap.mmap:
+        """A read-only memory map of the artifact; the caller closes it.
+
+        With ``verify`` the content is re-hashed so a corrupted file is never served.
+        """
+        artifact = self.get(digest_)
+        if artifact.size == 0:
+            raise StorageError(f"artifact {digest_.hex()} is empty", reason=Reason.STORAGE_CORRUPT)
+        with open(artifact.path, "rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if verify and not hmac.compare_digest(digest(mapped), digest_):
+            mapped.close()
+            raise StorageError(
+                f"artifact {digest_.hex()} does not match its digest",
+                reason=Reason.STORAGE_CORRUPT,
+            )
+        return mapped
+
+    def read_bytes(self, digest_: bytes) -> bytes:
+        mapped = self.open_mapped(digest_)
+        try:
+            return bytes(mapped)
+        finally:
+            mapped.close()
+
+    def iter_chunks(self, digest_: bytes, *, chunk_size: int, offset: int = 0) -> Iterable[bytes]:
+        """Chunks of the artifact from ``offset`` (for resumable downloads)."""
+        mapped = self.open_mapped(digest_)
+        try:
+            for start in range(offset, len(mapped), chunk_size):
+                yield bytes(mapped[start : start + chunk_size])
+        finally:
+            mapped.close()
+
+    def load_arrays(self, digest_: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Arrays:
+        mapped = self.open_mapped(digest_)
+        try:
+            return decode(mapped, limits=limits, copy=True)
+        finally:
+            mapped.close()
+
+    def delete(self, digest_: bytes) -> None:
+        self.path_for(digest_).unlink(missing_ok=True)
+
+    def sweep(self) -> int:
+        """Remove partial files a crash left behind; returns how many."""
+        removed = 0
+        for part in (self.root / _TMP_DIR).glob("*.part"):
+            part.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "Artifact", "ArtifactStore", "ArtifactWriter"]

@@ -1,0 +1,128 @@
+"""Tests for fedtee.server.artifacts: content-addressed, atomic, bounded model files."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fedtee.server.artifacts as artifacts_module
+from fedtee.errors import Reason, StorageError, UpdateRejected
+from fedtee.server.artifacts import ArtifactStore
+from fedtee.tensors import digest, encode
+
+
+def _data() -> bytes:
+    return encode({"w": np.arange(1000, dtype=np.float32).reshape(10, 100)})
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_put_and_read_back(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = _data()
+    art = store.put_chunks([data[:100], data[100:]], expected_digest=digest(data))
+    assert art.digest == digest(data)
+    assert art.path.name == f"{digest(data).hex()}.safetensors"
+    assert art.size == len(data)
+    assert store.exists(art.digest)
+    assert store.read_bytes(art.digest) == data
+    arrays = store.load_arrays(art.digest)
+    np.testing.assert_array_equal(arrays["w"].ravel(), np.arange(1000, dtype=np.float32))
+    assert b"".join(store.iter_chunks(art.digest, chunk_size=333, offset=10)) == data[10:]
+    assert _files(tmp_path) == [art.path.name]
+
+
+def test_same_content_twice_is_idempotent(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    a = store.put(_data())
+    b = store.put(_data())
+    assert a == b
+    assert _files(tmp_path) == [a.path.name]
+
+
+def test_digest_mismatch_leaves_nothing(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(UpdateRejected) as err:
+        store.put(_data(), expected_digest=b"\0" * 32)
+    assert err.value.reason is Reason.UPDATE_DIGEST_MISMATCH
+    assert _files(tmp_path) == []
+
+
+def test_size_bound_is_enforced_while_streaming(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, max_bytes=1000)
+    with pytest.raises(UpdateRejected) as err:
+        store.put_chunks([b"a" * 600, b"b" * 600])
+    assert err.value.reason is Reason.MESSAGE_TOO_LARGE
+    assert _files(tmp_path) == []
+
+
+def test_enospc_raises_storage_error_and_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ArtifactStore(tmp_path)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def failing_write(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(artifacts_module.os, "write", failing_write)
+    with pytest.raises(StorageError, match="no space left") as err:
+        store.put_chunks([b"x" * 10, b"y" * 10])
+    assert err.value.reason is Reason.STORAGE_FAILED
+    assert _files(tmp_path) == []
+
+
+def test_exception_inside_writer_context_cleans_up(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(ConnectionError), store.writer() as w:
+        w.write(b"partial")
+        raise ConnectionError("client went away")
+    assert _files(tmp_path) == []
+
+
+def test_sweep_removes_crash_leftovers(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    w = store.writer()
+    w.write(b"half of a model")  # simulate a crash: never committed nor aborted
+    assert len(_files(tmp_path)) == 1
+    assert ArtifactStore(tmp_path).sweep() == 1
+    assert _files(tmp_path) == []
+    w.abort()
+
+
+def test_corrupted_file_is_detected_on_read(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    art = store.put(_data())
+    raw = bytearray(art.path.read_bytes())
+    raw[-1] ^= 1
+    art.path.write_bytes(bytes(raw))
+    with pytest.raises(StorageError) as err:
+        store.load_arrays(art.digest)
+    assert err.value.reason is Reason.STORAGE_CORRUPT
+
+
+def test_missing_artifact(tmp_path: Path) -> None:
+    with pytest.raises(StorageError) as err:
+        ArtifactStore(tmp_path).read_bytes(b"\1" * 32)
+    assert err.value.reason is Reason.STORAGE_CORRUPT
+
+
+def test_mapped_read_is_zero_copy_view(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    art = store.put(_data())
+    mapped = store.open_mapped(art.digest)
+    try:
+        assert len(mapped) == art.size
+        assert digest(mapped) == art.digest
+    finally:
+        mapped.close()
