@@ -190,7 +190,7 @@ class ArtifactStore:
             raise StorageError(f"artifact {digest_.hex()} is empty", reason=Reason.STORAGE_CORRUPT)
         with open(artifact.path, "rb") as fh:
             mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        if verify and not hmac.compare_digest(digest(mapped), digest_):
+        if verify and not hmac.compare_digest(digest(memoryview(mapped)), digest_):
             mapped.close()
             raise StorageError(
                 f"artifact {digest_.hex()} does not match its digest",
@@ -217,7 +217,7 @@ class ArtifactStore:
     def load_arrays(self, digest_: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Arrays:
         mapped = self.open_mapped(digest_)
         try:
-            return decode(mapped, limits=limits, copy=True)
+            return decode(memoryview(mapped), limits=limits, copy=True)
         finally:
             mapped.close()
 
