@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+try:  # AES-CFB is what TPM 2.0 mandates; newer cryptography files it under "decrepit".
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+except ImportError:  # pragma: no cover - cryptography < 47
+    from cryptography.hazmat.primitives.ciphers.modes import CFB
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -127,7 +132,7 @@ def make_credential(*, ek: EkParams, name: bytes, credential: bytes) -> Credenti
         raise ValueError(f"credential must be 1..{digest_size} bytes")
     seed, encrypted_seed = _seed(ek)
     sym_key = kdfa(ek.name_alg, seed, b"STORAGE", name, b"", ek.sym_bits)
-    encryptor = Cipher(algorithms.AES(sym_key), modes.CFB(bytes(16))).encryptor()
+    encryptor = Cipher(algorithms.AES(sym_key), CFB(bytes(16))).encryptor()
     enc_identity = encryptor.update(_tpm2b(credential)) + encryptor.finalize()
     hmac_key = kdfa(ek.name_alg, seed, b"INTEGRITY", b"", b"", digest_size * 8)
     outer = hmac.new(hmac_key, enc_identity + name, ek.name_alg).digest()
