@@ -127,6 +127,8 @@ def test_make_credential_activate_quote_verify(client_a: TpmAttester, tpm_a: Swt
     assert verified.code_identity == code_pcr_value(CODE)
     assert verified.measurements[f"pcr{CODE_PCR}"] == code_pcr_value(CODE)
     assert verified.claims["ek_verified"] is True
+    # A primary AK in the endorsement hierarchy: resetCount/restartCount are not obfuscated.
+    assert verified.claims["ak_hierarchy"] == "endorsement"
     assert verified.claims["ak_name"] == client_a.ak_name.hex()
     assert verified.platform_id is not None and len(verified.platform_id) == 32
     assert verified.warnings == ()

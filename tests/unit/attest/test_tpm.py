@@ -278,6 +278,8 @@ def test_fake_quote_with_certified_ek_verifies(
     v = verify(e, trust_of(ca.root))
     assert v.platform_id == hashlib.sha256(spki_der(ek_key.public_key())).digest()
     assert v.claims["ek_verified"] is True and v.claims["ek_crl_checked"] is False
+    # quote_body's qualifiedSigner is all zeros: not a primary key of any hierarchy.
+    assert v.claims["ak_hierarchy"] == "unknown"
     assert v.report_data == NONCE32
     assert v.claims["ak_name"] == ev.parse_public(tpm.ak_public()).name.hex()
     assert v.warnings == ()

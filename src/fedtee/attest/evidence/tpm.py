@@ -86,7 +86,7 @@ ATTR_RESTRICTED = 1 << 16
 ATTR_DECRYPT = 1 << 17
 ATTR_SIGN = 1 << 18
 
-_ATTR_NAMES: tuple[tuple[int, str], ...] = (
+ATTRIBUTE_NAMES: tuple[tuple[int, str], ...] = (
     (ATTR_FIXED_TPM, "fixedTPM"),
     (ATTR_ST_CLEAR, "stClear"),
     (ATTR_FIXED_PARENT, "fixedParent"),
@@ -400,7 +400,7 @@ class TpmPublic:
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
-        return tuple(n for bit, n in _ATTR_NAMES if self.attributes & bit)
+        return tuple(n for bit, n in ATTRIBUTE_NAMES if self.attributes & bit)
 
     @property
     def rsa_public_exponent(self) -> int:
@@ -602,11 +602,14 @@ def describe(evidence: Evidence) -> dict[str, Any]:
         }
     if "ak_public" in evidence.aux:
         out["ak"] = _describe_public(parse_public(evidence.aux["ak_public"]))
+    if "ak_public_der" in evidence.aux:
+        out["ak"] = {"spki_der": evidence.aux["ak_public_der"].hex()}
     out["aux"] = sorted(evidence.aux)
     return out
 
 
 __all__ = [
+    "ATTRIBUTE_NAMES",
     "AUX_NAMES",
     "ClockInfo",
     "PcrSelection",

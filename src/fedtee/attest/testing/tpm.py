@@ -189,12 +189,16 @@ class Swtpm:
 
     def ca_root(self) -> x509.Certificate:
         """swtpm's local root CA: the anchor a server trusts for these TPMs' EKs."""
-        pem = (self.ca_dir / "swtpm-localca-rootca-cert.pem").read_bytes()
-        return x509.load_pem_x509_certificate(pem)
+        return local_ca_root(self.ca_dir)
 
     def ca_issuer_pem(self) -> bytes:
         """The intermediate that signs EK certificates (aux ``ek_chain``)."""
         return (self.ca_dir / "issuercert.pem").read_bytes()
+
+
+def local_ca_root(ca_dir: Path) -> x509.Certificate:
+    """The root certificate of a swtpm local CA directory (the EK CA a server trusts)."""
+    return x509.load_pem_x509_certificate((ca_dir / "swtpm-localca-rootca-cert.pem").read_bytes())
 
 
 @contextlib.contextmanager
@@ -471,6 +475,7 @@ __all__ = [
     "FakeTpm",
     "Swtpm",
     "quote_body",
+    "local_ca_root",
     "running_swtpm",
     "swtpm_missing",
     "tpmt_public_ecc",

@@ -90,6 +90,29 @@ _CURVES: dict[int, ec.EllipticCurve] = {
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
+# A primary key's Qualified Name is nameAlg || H(hierarchy handle || Name) (Part 1, 16.6),
+# so qualifiedSigner tells which hierarchy a primary AK belongs to. It matters for replay
+# checks: the TPM obfuscates resetCount / restartCount / firmwareVersion in quotes by keys
+# outside the endorsement and platform hierarchies (Part 1, 36.7).
+_HIERARCHIES: tuple[tuple[int, str], ...] = (
+    (0x4000000B, "endorsement"),
+    (0x4000000C, "platform"),
+    (0x40000001, "owner"),
+)
+
+
+def ak_hierarchy(ak: ev.TpmPublic, qualified_signer: bytes) -> str:
+    """The hierarchy of a primary AK from the quote's qualifiedSigner, else "unknown"."""
+    hash_name = ev.HASH_ALGS[ak.name_alg][0]
+    for handle, label in _HIERARCHIES:
+        qn = (
+            ak.name_alg.to_bytes(2, "big")
+            + hashlib.new(hash_name, handle.to_bytes(4, "big") + ak.name).digest()
+        )
+        if hmac.compare_digest(qn, qualified_signer):
+            return label
+    return "unknown"
+
 
 def code_pcr_value(measurement: bytes) -> bytes:
     """The SHA-256 value of :data:`CODE_PCR` after reset + one extend with ``measurement``."""
@@ -126,7 +149,7 @@ def check_ak_attributes(ak: ev.TpmPublic) -> None:
     """Step 2: the AK must be a restricted signing key generated in and bound to its TPM."""
     missing = AK_REQUIRED_ATTRIBUTES & ~ak.attributes
     if missing or ak.has(ev.ATTR_DECRYPT):
-        names = [n for bit, n in ev._ATTR_NAMES if missing & bit]
+        names = [n for bit, n in ev.ATTRIBUTE_NAMES if missing & bit]
         raise VerificationError(
             f"AK attributes {list(ak.attribute_names)} lack {names}"
             + (" and include decrypt" if ak.has(ev.ATTR_DECRYPT) else "")
@@ -460,6 +483,7 @@ class TpmVerifier:
         )
         if ak is not None:
             claims["ak_name"] = ak.name.hex()
+            claims["ak_hierarchy"] = ak_hierarchy(ak, quote.qualified_signer)
         return VerifiedEvidence(
             tee=TeeType.TPM,
             report_data=quote.extra_data,
@@ -483,7 +507,10 @@ def check_counters(previous_claims: Mapping[str, Any], current_claims: Mapping[s
     Both are ``VerifiedEvidence.claims`` of quotes by the same AK. A changed resetCount
     (TPM reset or clear) or restartCount (TPM restart / resume), or a clock that went back,
     means the platform state the earlier quote vouched for may be gone (PCRs reset, code
-    PCR re-extended by anything), so the client must attest afresh.
+    PCR re-extended by anything), so the client must attest afresh. Counters are exact only
+    for AKs in the endorsement or platform hierarchy (claim ``ak_hierarchy``; fedtee's
+    attester makes such AKs); other AKs' counters are obfuscated per key, so comparing two
+    AKs' quotes then reads as a reset: conservative, never a silent pass.
     """
     try:
         before = (int(previous_claims["reset_count"]), int(previous_claims["restart_count"]))
@@ -661,6 +688,7 @@ class _NoCollateral:
 
 __all__ = [
     "CODE_PCR",
+    "ak_hierarchy",
     "REPORT_DATA_SIZE",
     "EkChainResult",
     "TpmChallenge",
