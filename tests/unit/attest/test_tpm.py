@@ -184,6 +184,22 @@ def test_flipped_bit_in_signature_is_rejected() -> None:
     assert reason_of(lambda: verify(replace(e, signature=sig))) is Reason.SIGNATURE_INVALID
 
 
+def test_sha1_signatures_and_small_rsa_aks_are_refused() -> None:
+    # A real RSASSA-SHA1 signature by a fake AK, and a real SHA-256 one by an RSA-1024 AK.
+    small = FakeTpm(ak_key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    e = small.quote(NONCE32)
+    assert reason_of(lambda: verify(e)) is Reason.SIGNATURE_INVALID
+    tpm = FakeTpm.generate()
+    e = tpm.quote(NONCE32)
+    assert isinstance(tpm.ak_key, rsa.RSAPrivateKey)
+    sha1 = tpm.ak_key.sign(e.data, padding.PKCS1v15(), hashes.SHA1())
+    tpmt = ev.TPM_ALG_RSASSA.to_bytes(2, "big") + ev.TPM_ALG_SHA1.to_bytes(2, "big")
+    sig = tpmt + len(sha1).to_bytes(2, "big") + sha1
+    with pytest.raises(VerificationError, match="SHA-1") as info:
+        verify(replace(e, signature=sig))
+    assert info.value.reason is Reason.SIGNATURE_INVALID
+
+
 def test_quote_signed_by_another_key_is_rejected() -> None:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     e = replace(azure(), ak_public_der=spki_der(other))
@@ -588,3 +604,29 @@ def test_public_name_is_namealg_and_hash_of_tpmt_public(fake: FakeTpm) -> None:
     pub = ev.parse_public(raw)
     assert pub.name == b"\x00\x0b" + hashlib.sha256(raw[2:]).digest()
     assert "restricted" in pub.attribute_names and "sign" in pub.attribute_names
+
+
+_FAKE_FOR_MUTATION = FakeTpm.generate(ecc=True)
+_FAKE_EVIDENCE = _FAKE_FOR_MUTATION.quote(NONCE32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["signature", "ak_public", "pcrs"]),
+    st.integers(0, 2000),
+    st.integers(1, 255),
+    st.integers(0, 3),
+)
+def test_mutated_aux_items_raise_only_typed_errors(item: str, pos: int, xor: int, cut: int) -> None:
+    blob = bytearray(_FAKE_EVIDENCE.aux[item])
+    blob[pos % len(blob)] ^= xor
+    mutated = replace(_FAKE_EVIDENCE, **{item: bytes(blob[: len(blob) - cut])})
+    try:
+        v = verify(mutated)
+    except AttestationError:
+        return
+    # Only optional AK attribute bits (userWithAuth, noDA, ...; bytes 6..9 of the TPM2B)
+    # can change without changing the key or a required attribute.
+    assert item == "ak_public" and 6 <= pos % len(blob) <= 9 and cut == 0
+    assert ev.parse_public(mutated.aux["ak_public"]).has(AK_ATTRIBUTES & ~ev.ATTR_USER_WITH_AUTH)
+    assert v.report_data == NONCE32

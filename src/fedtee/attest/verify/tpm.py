@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
@@ -66,6 +66,7 @@ PCR_BANK = ev.TPM_ALG_SHA256
 CREDENTIAL_BYTES = 32
 REPORT_DATA_SIZE = 32  # extraData carries fedtee.attest.binding.report_data(size=32)
 MAX_CHAIN_DEPTH = 5
+MIN_RSA_BITS = 2048
 EK_CRL_KIND = "tpm-ek-crl"
 
 AK_REQUIRED_ATTRIBUTES = (
@@ -159,7 +160,18 @@ def check_ak_attributes(ak: ev.TpmPublic) -> None:
 
 
 def _verify_signature(key: PublicKey, sig: ev.TpmSignature, message: bytes) -> None:
-    """Step 3."""
+    """Step 3. SHA-1 and RSA keys under 2048 bits are refused: collisions / factoring
+    would let a forger make a body the TPM never signed."""
+    if sig.hash_alg == ev.TPM_ALG_SHA1:
+        raise VerificationError(
+            "quote signed with SHA-1; fedtee accepts SHA-256 or stronger",
+            reason=Reason.SIGNATURE_INVALID,
+        )
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise VerificationError(
+            f"AK is RSA-{key.key_size}; at least RSA-{MIN_RSA_BITS} is required",
+            reason=Reason.SIGNATURE_INVALID,
+        )
     algo = _CRYPTO_HASHES[sig.hash_alg]()
     try:
         if isinstance(key, rsa.RSAPublicKey):
@@ -249,8 +261,21 @@ def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):
         return False
+
+
+def cert_key(cert: x509.Certificate, what: str) -> PublicKey:
+    """The RSA or EC key of ``cert`` (parsed lazily by ``cryptography``, so errors surface
+    here), as a typed error otherwise."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise VerificationError(f"{what} key is malformed: {exc}",
+                                reason=Reason.CERT_MALFORMED) from exc  # fmt: skip
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise VerificationError(f"{what} key is neither RSA nor EC", reason=Reason.CERT_MALFORMED)
+    return key
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
@@ -263,7 +288,8 @@ def _check_crl(
     collateral: CollateralSource,
     now: datetime,
 ) -> tuple[bool, tuple[str, ...]]:
-    key = hashlib.sha256(spki_der(issuer.public_key())).hexdigest()  # type: ignore[arg-type]
+    issuer_key = cert_key(issuer, "EK CA certificate")
+    key = hashlib.sha256(spki_der(issuer_key)).hexdigest()
     try:
         raw = collateral.get(EK_CRL_KIND, key)
     except CollateralError as exc:
@@ -276,7 +302,7 @@ def _check_crl(
         raise VerificationError(
             f"EK CA CRL is malformed: {exc}", reason=Reason.CRL_INVALID
         ) from exc
-    if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+    if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer_key):
         raise VerificationError(
             f"CRL for {issuer.subject.rfc4514_string()} is not signed by it",
             reason=Reason.CRL_INVALID,
@@ -444,7 +470,7 @@ class TpmVerifier:
                 collateral=collateral,
                 now=now,
             )
-            platform_id = hashlib.sha256(spki_der(ek_cert.public_key())).digest()  # type: ignore[arg-type]
+            platform_id = hashlib.sha256(spki_der(cert_key(ek_cert, "EK certificate"))).digest()
             warnings.extend(chain.warnings)
             claims.update(
                 ek_verified=True,
@@ -612,20 +638,16 @@ class TpmChallenge:
                 collateral=collateral if collateral is not None else _NoCollateral(),
                 now=now,
             )
-            cert_key = cert.public_key()
-            if not isinstance(cert_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-                raise VerificationError(
-                    "EK certificate key is neither RSA nor EC", reason=Reason.CERT_MALFORMED
-                )
+            ek_key = cert_key(cert, "EK certificate")
             if ek_pub is not None:
                 params = _ek_params_from_public(ek_pub)
-                if spki_der(params.public_key) != spki_der(cert_key):
+                if spki_der(params.public_key) != spki_der(ek_key):
                     raise VerificationError(
                         "ek_public is not the key in the EK certificate",
                         reason=Reason.AK_NOT_BOUND,
                     )
             else:
-                params = _ek_params_from_key(cert_key)
+                params = _ek_params_from_key(ek_key)
         elif ek_pub is not None and self.allow_uncertified_ek:
             params = _ek_params_from_public(ek_pub)
         else:
