@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedtee import identity
 from fedtee.errors import LedgerError, Reason
@@ -314,3 +316,36 @@ def test_unsigned_tail_is_counted(tmp_path: Path) -> None:
     fx.writer.rejection(reason=Reason.NONCE_EXPIRED, message="m", now_ms=NOW)
     report = verify_ledger(fx.path.read_bytes(), server_public_key=SERVER_DER)
     assert report.unsigned_tail == 1
+
+
+_SAMPLE: list[bytes] = []
+
+
+def _sample_ledger() -> bytes:
+    if not _SAMPLE:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            _SAMPLE.append(_build(Path(d)).path.read_bytes())
+    return _SAMPLE[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_random_bytes_raise_only_ledger_error(data: bytes) -> None:
+    with pytest.raises(LedgerError):
+        verify_ledger(data, server_public_key=None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_ledger_raises_only_ledger_error(data: st.DataObject) -> None:
+    ledger = bytearray(_sample_ledger())
+    start = data.draw(st.integers(0, len(ledger) - 1))
+    length = data.draw(st.integers(1, 16))
+    replacement = data.draw(st.binary(min_size=0, max_size=16))
+    mutated = bytes(ledger[:start]) + replacement + bytes(ledger[start + length :])
+    if mutated == bytes(ledger):
+        return
+    with pytest.raises(LedgerError):
+        verify_ledger(mutated, server_public_key=SERVER_DER)
