@@ -1,0 +1,1 @@
+"""Example trainers shipped with fedtee (the demo uses :mod:`.digits`)."""
