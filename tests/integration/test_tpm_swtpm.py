@@ -250,3 +250,25 @@ def test_unreachable_swtpm_is_a_typed_error() -> None:
         TpmAttester(tcti="swtpm:host=127.0.0.1,port=1")
     assert info.value.reason is Reason.DEVICE_FAILED
     assert "port=1" in str(info.value)
+
+
+def test_malformed_credential_is_a_typed_error(client_a: TpmAttester) -> None:
+    with pytest.raises(DeviceError) as info:
+        client_a.activate({"credential_blob": b"\x00\x05abc", "encrypted_secret": b""})
+    assert info.value.reason is Reason.DEVICE_FAILED
+
+
+def test_real_evidence_round_trips_through_files_and_describe(client_a: TpmAttester) -> None:
+    import json
+
+    from fedtee.attest.evidence.tpm import describe, evidence_from_files
+
+    evidence = client_a.attest(bytes(32))
+    again = evidence_from_files(evidence.data, dict(evidence.aux))
+    shown = describe(again)
+    json.dumps(shown)
+    assert shown["ak"]["name"] == client_a.ak_name.hex()
+    assert shown["ak"]["attributes"] == [
+        "fixedTPM", "fixedParent", "sensitiveDataOrigin", "userWithAuth", "restricted", "sign"
+    ]  # fmt: skip
+    assert shown["extra_data"] == "00" * 32

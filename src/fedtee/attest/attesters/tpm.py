@@ -267,7 +267,7 @@ class TpmAttester:
         try:
             blob, _ = types.TPM2B_ID_OBJECT.unmarshal(to_client["credential_blob"])
             secret, _ = types.TPM2B_ENCRYPTED_SECRET.unmarshal(to_client["encrypted_secret"])
-        except (KeyError, Exception) as exc:
+        except Exception as exc:  # KeyError, or the TSS rejecting the bytes
             raise DeviceError(f"malformed credential from the server: {exc}",
                               reason=Reason.DEVICE_FAILED) from exc  # fmt: skip
         e = self._esapi
