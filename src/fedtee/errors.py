@@ -106,6 +106,8 @@ class Reason(StrEnum):
     STREAM_STALLED = "stream_stalled"
     ROUND_CLOSED = "round_closed"
     NOT_SELECTED = "not_selected"
+    SERVER_UNAVAILABLE = "server_unavailable"
+    MODEL_DIGEST_MISMATCH = "model_digest_mismatch"
 
     # --- updates and receipts ----------------------------------------------------------
     RECEIPT_MALFORMED = "receipt_malformed"
