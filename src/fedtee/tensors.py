@@ -116,7 +116,8 @@ def encode(
         le = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         if np.dtype(le) not in _NAMES_BY_DTYPE:
             raise _malformed(f"tensor {name!r}: dtype {arr.dtype} is not allowed")
-        prepared[name] = np.ascontiguousarray(arr, dtype=le)
+        # astype, not ascontiguousarray: the latter turns 0-d scalars into shape (1,).
+        prepared[name] = arr.astype(le, order="C", copy=False)
     out: bytes = save(prepared, metadata=dict(metadata) if metadata is not None else None)
     return out
 

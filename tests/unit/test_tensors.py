@@ -232,3 +232,49 @@ def test_model_spec_names_and_elements() -> None:
     spec = ModelSpec.of(_model())
     assert spec.names == ("dense.bias", "dense.weight", "half", "steps")
     assert spec.num_elements == 12 + 3 + 1 + 4
+
+
+_DTYPE_CHOICES = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12),
+        st.tuples(
+            st.sampled_from(_DTYPE_CHOICES),
+            st.lists(st.integers(0, 4), max_size=3),
+            st.integers(0, 2**32 - 1),
+        ),
+        max_size=5,
+    )
+)
+def test_round_trip_property(spec: dict[str, tuple[type, list[int], int]]) -> None:
+    arrays = {}
+    for name, (dtype, shape, seed) in spec.items():
+        rng = np.random.default_rng(seed)
+        arrays[name] = (rng.standard_normal(shape) * 50).astype(dtype)
+    data = encode(arrays)
+    back = decode(data)
+    assert set(back) == set(arrays)
+    for name, arr in arrays.items():
+        assert back[name].dtype == arr.dtype and back[name].shape == arr.shape
+        np.testing.assert_array_equal(back[name], arr)
+    assert encode(back) == data  # deterministic: same arrays, same bytes, same digest
+
+
+def test_scalar_and_non_contiguous_arrays_round_trip() -> None:
+    t = np.arange(6, dtype=np.float32).reshape(2, 3).T
+    back = decode(encode({"s": np.array(2.5, np.float64), "t": t}))
+    assert back["s"].shape == ()
+    assert float(back["s"]) == 2.5
+    np.testing.assert_array_equal(back["t"], t)

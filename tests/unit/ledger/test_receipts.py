@@ -209,3 +209,33 @@ def test_identity_key_helpers() -> None:
     with pytest.raises(VerificationError):
         identity.load_public_key(b"\0" * 300)
     assert not identity.verify(KEY.public_key(), domain=b"d", message=b"m", signature=b"\0" * 90)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.text(min_size=1, max_size=40),
+    st.integers(0, 2**63 - 1),
+    st.text(min_size=1, max_size=40),
+    st.binary(min_size=32, max_size=32),
+    st.integers(0, 2**40),
+    st.binary(min_size=1, max_size=64),
+    st.dictionaries(
+        st.text(min_size=1, max_size=10),
+        st.floats(allow_nan=False, allow_infinity=False),
+        max_size=5,
+    ),
+)
+def test_receipt_round_trip_property(
+    fed: str, rnd: int, client: str, digest: bytes, n: int, meas: bytes, metrics: dict[str, float]
+) -> None:
+    receipt = Receipt(
+        federation_id=fed,
+        round=rnd,
+        client_id=client,
+        global_model_digest=digest,
+        update_digest=digest[::-1],
+        num_examples=n,
+        measurement=meas,
+        metrics=metrics,
+    )
+    assert Receipt.decode(receipt.encode()) == receipt

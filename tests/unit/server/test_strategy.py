@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fedtee.server.strategy as strategy_module
 from fedtee.errors import Reason, UpdateRejected
@@ -125,3 +127,19 @@ def test_strategy_module_never_imports_attest() -> None:
             names.append(node.module)
     assert "fedtee.tensors" in names
     assert not any(name.startswith("fedtee.attest") for name in names)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 1000), min_size=1, max_size=12),
+    st.lists(st.integers(1, 5), min_size=1, max_size=3),
+)
+def test_fedavg_property_matches_numpy_average(weights: list[int], shape: list[int]) -> None:
+    rng = np.random.default_rng(len(weights) * 7 + sum(shape))
+    updates = [rng.standard_normal(shape) for _ in weights]
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of({"x": updates[0]}))
+    for u, n in zip(updates, weights, strict=True):
+        strategy.accumulate({"x": u}, n)
+    result = strategy.finalize()["x"]
+    np.testing.assert_allclose(result, np.average(np.stack(updates), axis=0, weights=weights))
