@@ -38,6 +38,7 @@ from fedtee.errors import DeviceError, Reason
 
 SWTPM_TOOLS = ("swtpm", "swtpm_setup", "swtpm_localca")
 _START_TIMEOUT_S = 10.0
+_START_ATTEMPTS = 3
 
 
 def swtpm_missing() -> str | None:
@@ -121,6 +122,8 @@ class Swtpm:
         done = subprocess.run(cmd, capture_output=True, env=env, timeout=60, check=False)
         if done.returncode != 0:
             log = (root / "setup.log").read_text(errors="replace")[-2000:]
+            if own:
+                shutil.rmtree(root, ignore_errors=True)
             raise DeviceError(
                 f"swtpm_setup failed ({done.returncode}): {log}", reason=Reason.DEVICE_FAILED
             )
@@ -131,6 +134,17 @@ class Swtpm:
         return f"swtpm:host=127.0.0.1,port={self.port}"
 
     def start(self) -> Swtpm:
+        """Serve the TPM on a free loopback port pair; retried, since another process may
+        take the port between the check and swtpm's bind."""
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                return self._start_once()
+            except DeviceError:
+                if attempt == _START_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> Swtpm:
         self.port = _free_port_pair()
         cmd = [
             "swtpm", "socket", "--tpm2",
@@ -140,12 +154,14 @@ class Swtpm:
             "--flags", "not-need-init,startup-clear",
             "--log", f"file={self.directory / 'swtpm.log'}",
         ]  # fmt: skip
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = proc
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if proc.poll() is not None:
+                self.process = None
                 raise DeviceError(
-                    f"swtpm exited with {self.process.returncode} on port {self.port}",
+                    f"swtpm exited with {proc.returncode} on port {self.port}",
                     reason=Reason.DEVICE_FAILED,
                 )
             with (
