@@ -29,6 +29,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -64,13 +65,13 @@ from fedtee.errors import (
 SCHEMA_VERSION = 1
 
 
-class RoundStatus:
+class RoundStatus(StrEnum):
     OPEN = "open"
     COMPLETED = "completed"
     FAILED = "failed"
 
 
-class FederationStatus:
+class FederationStatus(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     STOPPED = "stopped"
@@ -187,7 +188,7 @@ class FederationRecord:
     id: str
     config: Mapping[str, Any]
     current_round: int
-    status: str
+    status: FederationStatus
     created_ms: int
 
 
@@ -221,7 +222,7 @@ class NonceRecord:
 class RoundRecord:
     federation_id: str
     number: int
-    status: str
+    status: RoundStatus
     global_model_digest: bytes
     output_model_digest: bytes | None
     selected: tuple[str, ...]
@@ -304,7 +305,7 @@ def _round(row: _Round) -> RoundRecord:
     return RoundRecord(
         federation_id=row.federation_id,
         number=row.number,
-        status=row.status,
+        status=RoundStatus(row.status),
         global_model_digest=row.global_model_digest,
         output_model_digest=row.output_model_digest,
         selected=tuple(json.loads(row.selected_json)),
@@ -335,7 +336,7 @@ def _federation(row: _Federation) -> FederationRecord:
         id=row.id,
         config=json.loads(row.config_json),
         current_round=row.current_round,
-        status=row.status,
+        status=FederationStatus(row.status),
         created_ms=row.created_ms,
     )
 
@@ -425,7 +426,7 @@ class StateStore:
                     id=federation_id,
                     config_json=json.dumps(dict(config), sort_keys=True),
                     current_round=0,
-                    status=FederationStatus.RUNNING,
+                    status=FederationStatus.RUNNING.value,
                     created_ms=now_ms,
                 )
                 s.add(row)
@@ -437,12 +438,12 @@ class StateStore:
             row = s.get(_Federation, federation_id)
             return None if row is None else _federation(row)
 
-    def set_federation_status(self, federation_id: str, status: str) -> None:
+    def set_federation_status(self, federation_id: str, status: FederationStatus) -> None:
         with self._tx() as s:
             row = s.get(_Federation, federation_id)
             if row is None:
                 raise StorageError(f"no federation {federation_id!r}")
-            row.status = status
+            row.status = status.value
 
     # --- nonces ----------------------------------------------------------------------------
 
@@ -591,8 +592,11 @@ class StateStore:
             return [_client(r) for r in s.scalars(query.order_by(_Client.id)).all()]
 
     def quarantine(self, client_id: str, *, reason: Reason, message: str) -> None:
-        """Take the client out of the federation; its platform id is freed for nobody else
-        (it stays active-bound), so the same TEE cannot come back under a new name."""
+        """Take the client out of the federation.
+
+        The enrolment stays active, so its platform id stays taken and the same TEE cannot
+        come back under a new client id either.
+        """
         with self._tx() as s:
             row = s.get(_Client, client_id)
             if row is None:
@@ -641,7 +645,7 @@ class StateStore:
             row = _Round(
                 federation_id=federation_id,
                 number=number,
-                status=RoundStatus.OPEN,
+                status=RoundStatus.OPEN.value,
                 global_model_digest=global_model_digest,
                 output_model_digest=None,
                 selected_json=json.dumps(list(selected)),
@@ -661,7 +665,7 @@ class StateStore:
             row = s.get(_Round, (federation_id, number))
             if row is None or row.status != RoundStatus.OPEN:
                 raise StorageError(f"round {number} is not open")
-            row.status = RoundStatus.COMPLETED
+            row.status = RoundStatus.COMPLETED.value
             row.output_model_digest = output_model_digest
             row.closed_ms = now_ms
             return _round(row)
@@ -673,7 +677,7 @@ class StateStore:
             row = s.get(_Round, (federation_id, number))
             if row is None or row.status != RoundStatus.OPEN:
                 raise StorageError(f"round {number} is not open")
-            row.status = RoundStatus.FAILED
+            row.status = RoundStatus.FAILED.value
             row.closed_ms = now_ms
             return _round(row)
 

@@ -362,3 +362,13 @@ def test_wal_mode_on_file_store(tmp_path: Path) -> None:
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
     assert os.path.exists(db)
+
+
+def test_federation_status(store: StateStore) -> None:
+    from fedtee.server.store import FederationStatus
+
+    fed = store.get_federation(FED)
+    assert fed is not None and fed.status is FederationStatus.RUNNING
+    store.set_federation_status(FED, FederationStatus.FINISHED)
+    fed = store.get_federation(FED)
+    assert fed is not None and fed.status is FederationStatus.FINISHED
