@@ -163,10 +163,18 @@ def _is_int(value: Any) -> bool:
 
 
 def parse_header(
-    data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS
+    data: bytes | bytearray | memoryview,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    total_size: int | None = None,
 ) -> Header:
-    """Validate the header of ``data`` (the whole safetensors buffer) without reading tensors."""
+    """Validate the header of ``data`` without reading tensors.
+
+    ``data`` is the whole safetensors buffer, or, with ``total_size``, a prefix of a buffer of
+    that many bytes that holds at least the whole header (for checking an upload early).
+    """
     view = memoryview(data)
+    total = len(view) if total_size is None else total_size
     if len(view) < _HEADER_LEN.size:
         raise _malformed(f"{len(view)} bytes: shorter than the 8-byte header length")
     (header_len,) = _HEADER_LEN.unpack_from(view, 0)
@@ -232,7 +240,9 @@ def parse_header(
         )
 
     # Offsets must tile the data section exactly: no gaps, overlaps or trailing bytes.
-    data_size = len(view) - data_start
+    data_size = total - data_start
+    if data_size < 0:
+        raise _malformed(f"header runs past the declared size {total}")
     if data_size > limits.max_total_bytes:
         raise _malformed(f"{data_size} data bytes exceed {limits.max_total_bytes}")
     cursor = 0
@@ -247,6 +257,34 @@ def parse_header(
     return Header(
         tensors=tuple(infos), metadata=metadata, data_start=data_start, data_size=data_size
     )
+
+
+def header_from_prefix(
+    prefix: bytes | bytearray | memoryview,
+    *,
+    total_size: int,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Header | None:
+    """Check the header of an upload from its first bytes, before the rest arrives.
+
+    Returns None while ``prefix`` is too short to hold the whole header; raises
+    UPDATE_MALFORMED as soon as what has arrived (or the declared ``total_size``) is wrong, so
+    a server need not store gigabytes behind a hostile header.
+    """
+    view = memoryview(prefix)
+    if total_size < _HEADER_LEN.size:
+        raise _malformed(f"declared size {total_size} is shorter than the 8-byte header length")
+    if len(view) < _HEADER_LEN.size:
+        return None
+    (header_len,) = _HEADER_LEN.unpack_from(view, 0)
+    if header_len > limits.max_header_bytes:
+        raise _malformed(f"header length {header_len} exceeds {limits.max_header_bytes}")
+    data_start = _HEADER_LEN.size + header_len
+    if data_start > total_size:
+        raise _malformed(f"header length {header_len} runs past the declared size {total_size}")
+    if len(view) < data_start:
+        return None
+    return parse_header(view[:data_start], limits=limits, total_size=total_size)
 
 
 def decode(
@@ -378,5 +416,6 @@ __all__ = [
     "decode_metadata",
     "digest",
     "encode",
+    "header_from_prefix",
     "parse_header",
 ]

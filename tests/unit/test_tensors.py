@@ -278,3 +278,21 @@ def test_scalar_and_non_contiguous_arrays_round_trip() -> None:
     assert back["s"].shape == ()
     assert float(back["s"]) == 2.5
     np.testing.assert_array_equal(back["t"], t)
+
+
+def test_header_from_prefix_checks_uploads_early() -> None:
+    from fedtee.tensors import header_from_prefix
+
+    data = encode(_model())
+    full = parse_header(data)
+    assert header_from_prefix(data[:4], total_size=len(data)) is None
+    assert header_from_prefix(data[: full.data_start - 1], total_size=len(data)) is None
+    early = header_from_prefix(data[: full.data_start + 3], total_size=len(data))
+    assert early == full
+    with pytest.raises(UpdateRejected, match="cover"):  # declared size disagrees with header
+        header_from_prefix(data[: full.data_start], total_size=len(data) + 1)
+    with pytest.raises(UpdateRejected, match="past the declared size"):
+        header_from_prefix(data[:8], total_size=full.data_start - 1)
+    hostile = struct.pack("<Q", 1 << 40)
+    with pytest.raises(UpdateRejected, match="exceeds"):
+        header_from_prefix(hostile, total_size=1 << 41)
