@@ -360,6 +360,7 @@ class Contribution:
     measurement: str
     tee: str
     hardware_backed: bool
+    attestation_status: str | None  # "status" of the enrolment's attestation result, if any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -474,6 +475,25 @@ class _Client:
     public_key: identity.PublicKey
     tee: str
     hardware_backed: bool
+    attestation_status: str | None
+
+
+# An enrolment whose attestation result says this was never admitted; nothing it signs may
+# reach a model.
+_REFUSED_STATUSES = frozenset({"contraindicated"})
+
+
+def _attestation_status(text: str, where: str) -> str | None:
+    try:
+        result = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise LedgerError(f"{where}: attestation is not JSON: {exc}") from exc
+    if not isinstance(result, dict):
+        raise LedgerError(f"{where}: attestation is not a JSON object")
+    status = result.get("status")
+    if status is not None and not isinstance(status, str):
+        raise LedgerError(f"{where}: attestation status is not a string")
+    return status
 
 
 def verify_ledger(data: bytes, *, server_public_key: bytes | None) -> LedgerReport:
@@ -534,6 +554,7 @@ def verify_ledger(data: bytes, *, server_public_key: bytes | None) -> LedgerRepo
                 public_key=_load_key(bytes.fromhex(body["public_key"]), where, _lineage),
                 tee=body["tee"],
                 hardware_backed=body["hardware_backed"],
+                attestation_status=_attestation_status(body["attestation"], where),
             )
         elif entry.kind == "rejection":
             rejections += 1
@@ -556,6 +577,8 @@ def verify_ledger(data: bytes, *, server_public_key: bytes | None) -> LedgerRepo
                 raise _lineage(f"{where}: receipt {rhash[:16]}... appears twice")
             seen_receipts.add(rhash)
             if body["accepted"]:
+                if client.attestation_status in _REFUSED_STATUSES:
+                    raise _lineage(f"{where}: accepted from a client whose attestation failed")
                 if body["round"] in aggregated_rounds:
                     raise _lineage(f"{where}: accepted after round {body['round']} aggregated")
                 accepted.setdefault(body["round"], {})[rhash] = (receipt, client)
@@ -654,6 +677,7 @@ def _check_aggregation(
                 measurement=receipt.measurement.hex(),
                 tee=client.tee,
                 hardware_backed=client.hardware_backed,
+                attestation_status=client.attestation_status,
             )
         )
     return RoundLineage(

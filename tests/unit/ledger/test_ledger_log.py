@@ -349,3 +349,38 @@ def test_mutated_ledger_raises_only_ledger_error(data: st.DataObject) -> None:
         return
     with pytest.raises(LedgerError):
         verify_ledger(mutated, server_public_key=SERVER_DER)
+
+
+def _enrol(w: LedgerWriter, client: str, key: identity.PrivateKey, attestation: str) -> None:
+    w.enrolment(
+        client_id=client,
+        public_key=identity.public_key_der(key),
+        tee="sim",
+        hardware_backed=False,
+        attestation_json=attestation,
+        now_ms=NOW,
+    )
+
+
+def test_attestation_status_is_carried_into_lineage(tmp_path: Path) -> None:
+    report = verify_ledger(_build(tmp_path).path.read_bytes(), server_public_key=SERVER_DER)
+    assert {c.attestation_status for r in report.lineage for c in r.contributions} == {"affirming"}
+
+
+def test_receipt_accepted_from_contraindicated_client_breaks_lineage(tmp_path: Path) -> None:
+    fx = _build(tmp_path)
+    _enrol(fx.writer, "c", fx.keys["c"], json.dumps({"status": "contraindicated"}))
+    s = _signed("c", fx.keys["c"], 3, M2, 5)
+    fx.writer.receipt(client_id="c", round=3, signed=s, accepted=True, now_ms=NOW)
+    with pytest.raises(LedgerError) as err:
+        verify_ledger(fx.path.read_bytes(), server_public_key=SERVER_DER)
+    assert err.value.reason is Reason.LEDGER_LINEAGE_BROKEN
+
+
+@pytest.mark.parametrize("attestation", ["not json", "[1]", '{"status": 3}', '{"x": NaN}'])
+def test_enrolment_attestation_must_be_a_json_object(tmp_path: Path, attestation: str) -> None:
+    fx = _build(tmp_path)
+    _enrol(fx.writer, "c", fx.keys["c"], attestation)
+    with pytest.raises(LedgerError) as err:
+        verify_ledger(fx.path.read_bytes(), server_public_key=SERVER_DER)
+    assert err.value.reason is Reason.LEDGER_MALFORMED
