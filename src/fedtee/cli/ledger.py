@@ -124,6 +124,7 @@ def _print_text(report: LedgerReport) -> None:
             hw = "hardware" if c.hardware_backed else "SIMULATED, not hardware-backed"
             print(
                 f"    {c.client_id}: {c.num_examples} examples, tee {c.tee} ({hw}), "
+                f"attestation {c.attestation_status or 'unknown'}, "
                 f"measurement {c.measurement[:16]}..., receipt {c.receipt_hash[:16]}..."
             )
 
