@@ -1,0 +1,361 @@
+"""The client runtime: attest, enrol, then train rounds and send signed updates.
+
+One client's life (DESIGN.md "Trust flow"):
+
+1. **Key.** A fresh ECDSA P-256 identity key. With the sim TEE it lives in this process;
+   with hardware it would live inside the TEE, next to the training code.
+2. **Challenge.** ``GetChallenge`` (with the attester's ``challenge_request()`` aux when it
+   has one, e.g. a TPM's EK certificate and AK; the answer's aux goes to ``activate``).
+3. **Evidence.** ``report_data = binding.report_data(nonce, public key)`` at the attester's
+   size; the attester returns evidence over it.
+4. **Enrol.** ``Enroll`` -> a credential bound to the key, or a rejection with a stable
+   reason (raised as :class:`EnrolmentRejected`; the client does not retry a rejection).
+5. **Loop** on ``GetTask``: TRAIN -> download the global model (bounded chunks, resumed from
+   the last offset after a dropped stream, SHA-256 checked against the task) -> ``fit`` ->
+   safetensors update -> receipt signed with the identity key -> ``SubmitUpdate``; WAIT ->
+   sleep as told (capped); REATTEST or an expiring credential -> enrol again; FINISHED -> stop.
+
+Network trouble (:class:`~fedtee.client.transport.ServerUnavailable`) is retried with
+exponential backoff and jitter; after ``max_reconnect_attempts`` failures in a row the runtime
+gives up with that error. Nothing here cheats: the demo's cheating clients wrap the transport
+or the trainer in :mod:`fedtee.client.cheats`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedtee import identity, tensors
+from fedtee.attest.binding import report_data
+from fedtee.attest.model import Attester
+from fedtee.client.trainer import Trainer, TrainerSpec
+from fedtee.client.transport import (
+    ServerUnavailable,
+    Session,
+    SubmitOutcome,
+    Task,
+    TaskKind,
+    Transport,
+)
+from fedtee.errors import AttestationError, ProtocolError, Reason
+from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_MAX_MODEL_BYTES = 1 << 30
+
+
+def measure_trainer(spec: TrainerSpec) -> bytes:
+    """The code measurement of a trainer: its module file plus which factory runs.
+
+    The client's data partition is deliberately not measured: it is data, not code, and
+    every honest client of a federation must share one reference measurement.
+    """
+    measure = importlib.import_module("fedtee.attest.attesters.measure")
+    value: bytes = measure.measure_code(
+        [spec.module_file()], config=f"trainer={spec.target}\n".encode()
+    )
+    return value
+
+
+class EnrolmentRejected(AttestationError):
+    """The server appraised this client's evidence and said no (reason from the server)."""
+
+
+def _reason(code: str, fallback: Reason) -> Reason:
+    try:
+        return Reason(code)
+    except ValueError:
+        return fallback
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOptions:
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    max_reconnect_attempts: int = 8
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    max_wait_s: float = 5.0  # cap on a server's retry_after: a confused server cannot park us
+    reenrol_margin_ms: int = 5_000  # re-attest this long before the credential expires
+    max_rounds: int | None = None  # stop after training this many rounds (tests, demos)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.chunk_bytes <= 4 << 20:
+            raise ValueError("chunk_bytes must be 1 byte .. 4 MiB (gRPC's default message cap)")
+        if self.max_reconnect_attempts < 1:
+            raise ValueError("max_reconnect_attempts must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientEvent:
+    """Something a user may want to see: enrolled, trained, accepted, rejected, waiting..."""
+
+    kind: str
+    round: int = 0
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(kw_only=True)
+class RunSummary:
+    enrolments: int = 0
+    rounds_trained: int = 0
+    accepted: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (round, reason)
+    finished: bool = False
+
+
+class ClientRuntime:
+    """Drives one client against a :class:`~fedtee.client.transport.Transport`."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        transport: Transport,
+        attester: Attester,
+        trainer: Trainer,
+        measurement: bytes,
+        options: RuntimeOptions | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        on_event: Callable[[ClientEvent], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.transport = transport
+        self.attester = attester
+        self.trainer = trainer
+        self.measurement = measurement
+        self.options = options or RuntimeOptions()
+        self._sleep = sleep
+        self._clock_ms = clock_ms
+        self._on_event = on_event
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._code_identity = measurement
+        self.summary = RunSummary()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _emit(self, kind: str, *, round: int = 0, reason: str = "", detail: str = "") -> None:
+        if self._on_event is not None:
+            self._on_event(ClientEvent(kind=kind, round=round, reason=reason, detail=detail))
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.options.backoff_max_s, self.options.backoff_initial_s * float(1 << attempt))
+        return base * (0.5 + self._rng.random() / 2)  # jitter so clients do not stampede
+
+    def _retry(self, what: str, call: Callable[[], Any]) -> Any:
+        for attempt in range(self.options.max_reconnect_attempts):
+            try:
+                return call()
+            except ServerUnavailable as exc:
+                if attempt + 1 == self.options.max_reconnect_attempts:
+                    raise ServerUnavailable(
+                        f"{what}: gave up after {attempt + 1} attempts: {exc.message}"
+                    ) from exc
+                delay = self._backoff(attempt)
+                self._emit("reconnecting", detail=f"{what}: {exc.message}; retry in {delay:.1f}s")
+                self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- enrolment --------------------------------------------------------------------------
+
+    def enroll(self) -> Session:
+        """Steps 1-4: a fresh key, a challenge, evidence over (nonce, key), a credential."""
+        key = identity.generate()
+        public = identity.public_key_der(key)
+        request_aux: Mapping[str, bytes] = {}
+        challenge_request = getattr(self.attester, "challenge_request", None)
+        if callable(challenge_request):
+            request_aux = challenge_request()
+        challenge = self._retry(
+            "GetChallenge",
+            lambda: self.transport.get_challenge(
+                client_id=self.client_id, tee=self.attester.tee, aux=request_aux
+            ),
+        )
+        activate = getattr(self.attester, "activate", None)
+        if challenge.aux and callable(activate):
+            activate(challenge.aux)
+        bound = report_data(
+            nonce=challenge.nonce, public_key=public, size=self.attester.report_data_size
+        )
+        evidence = self.attester.attest(bound)
+        # Not retried blindly: a nonce is single use, so a lost Enroll needs a new challenge.
+        result = self._retry(
+            "Enroll",
+            lambda: self.transport.enroll(
+                client_id=self.client_id,
+                nonce=challenge.nonce,
+                public_key=public,
+                evidence=evidence,
+            ),
+        )
+        if not result.accepted:
+            reason = _reason(result.reason, Reason.INTERNAL)
+            self._emit("enrol_rejected", reason=reason.value, detail=result.message)
+            raise EnrolmentRejected(
+                f"server rejected enrolment of {self.client_id!r}: {result.message}",
+                reason=reason,
+            )
+        self._code_identity = _code_identity(result.attestation_result_json, self.measurement)
+        self.summary.enrolments += 1
+        self._emit("enrolled", detail=f"credential until {result.credential_expires_unix_ms}")
+        return Session(
+            client_id=self.client_id,
+            credential=result.credential,
+            private_key=key,
+            expires_unix_ms=result.credential_expires_unix_ms,
+        )
+
+    # --- one round ----------------------------------------------------------------------------
+
+    def download(self, session: Session, task: Task) -> bytes:
+        """The round's global model, resumed from the last good offset, digest checked."""
+        size = task.global_model_size
+        if size > self.options.max_model_bytes:
+            raise ProtocolError(
+                f"global model of {size} bytes exceeds this client's limit of "
+                f"{self.options.max_model_bytes}",
+                reason=Reason.MESSAGE_TOO_LARGE,
+            )
+        buf = bytearray()
+
+        def fetch() -> None:
+            stream: Iterator[Any] = self.transport.download_model(
+                session=session, round=task.round, digest=task.global_model_digest, offset=len(buf)
+            )
+            for chunk in stream:
+                if chunk.offset != len(buf) or chunk.total_size != size:
+                    raise ProtocolError(
+                        f"model chunk at offset {chunk.offset} of {chunk.total_size} bytes; "
+                        f"expected offset {len(buf)} of {size}",
+                        reason=Reason.MESSAGE_MALFORMED,
+                    )
+                if len(buf) + len(chunk.data) > size:
+                    raise ProtocolError(
+                        f"model stream runs past its declared {size} bytes",
+                        reason=Reason.MESSAGE_TOO_LARGE,
+                    )
+                buf.extend(chunk.data)
+            if len(buf) != size:
+                # A stream that ends early is a dropped connection: resume from here.
+                raise ServerUnavailable(f"model stream ended at {len(buf)} of {size} bytes")
+
+        self._retry("DownloadModel", fetch)
+        data = bytes(buf)
+        found = tensors.digest(data)
+        if found != task.global_model_digest:
+            raise ProtocolError(
+                f"global model digest {found.hex()} is not the task's "
+                f"{task.global_model_digest.hex()}",
+                reason=Reason.MODEL_DIGEST_MISMATCH,
+            )
+        return data
+
+    def make_update(
+        self, session: Session, task: Task, model: bytes
+    ) -> tuple[SignedReceipt, bytes]:
+        """Train on the global model; return the signed receipt and the update's bytes."""
+        arrays = tensors.decode(model)
+        result = self.trainer.fit(arrays, dict(task.config))
+        update = tensors.encode(result.arrays)
+        receipt = Receipt(
+            federation_id=task.federation_id,
+            round=task.round,
+            client_id=self.client_id,
+            global_model_digest=task.global_model_digest,
+            update_digest=tensors.digest(update),
+            num_examples=result.num_examples,
+            measurement=self._code_identity,
+            metrics=dict(result.metrics),
+            created_unix_ms=self._clock_ms(),
+        )
+        return sign_receipt(receipt, session.private_key), update
+
+    def submit(self, session: Session, signed: SignedReceipt, update: bytes) -> SubmitOutcome:
+        step = self.options.chunk_bytes
+
+        def send() -> SubmitOutcome:
+            chunks = (update[i : i + step] for i in range(0, len(update), step))
+            outcome: SubmitOutcome = self.transport.submit_update(
+                session=session, receipt=signed, size=len(update), chunks=chunks
+            )
+            return outcome
+
+        # Safe to resend after a dropped stream: the server treats one receipt idempotently.
+        outcome: SubmitOutcome = self._retry("SubmitUpdate", send)
+        return outcome
+
+    def train_round(self, session: Session, task: Task) -> SubmitOutcome:
+        self._emit("training", round=task.round)
+        model = self.download(session, task)
+        signed, update = self.make_update(session, task, model)
+        outcome = self.submit(session, signed, update)
+        self.summary.rounds_trained += 1
+        if outcome.accepted:
+            self.summary.accepted += 1
+            self._emit("update_accepted", round=task.round)
+        else:
+            self.summary.rejected.append((task.round, outcome.reason))
+            self._emit(
+                "update_rejected", round=task.round, reason=outcome.reason, detail=outcome.message
+            )
+        return outcome
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _get_task(self, session: Session) -> Task:
+        task: Task = self._retry("GetTask", lambda: self.transport.get_task(session=session))
+        return task
+
+    def run(self) -> RunSummary:
+        session = self.enroll()
+        while True:
+            if self._clock_ms() + self.options.reenrol_margin_ms >= session.expires_unix_ms:
+                self._emit("reattesting", detail="credential about to expire")
+                session = self.enroll()
+            task = self._get_task(session)
+            if task.kind is TaskKind.FINISHED:
+                self.summary.finished = True
+                self._emit("finished")
+                return self.summary
+            if task.kind is TaskKind.REATTEST:
+                self._emit("reattesting", detail="server asked")
+                session = self.enroll()
+                continue
+            if task.kind is TaskKind.WAIT:
+                self._sleep(min(task.retry_after_ms / 1000.0, self.options.max_wait_s))
+                continue
+            self.train_round(session, task)
+            limit = self.options.max_rounds
+            if limit is not None and self.summary.rounds_trained >= limit:
+                return self.summary
+
+
+def _code_identity(result_json: str, fallback: bytes) -> bytes:
+    """The code identity the server verified (what receipts must repeat), else our own."""
+    if not result_json:
+        return fallback
+    try:
+        value = json.loads(result_json).get("code_identity")
+        return bytes.fromhex(value) if isinstance(value, str) and value else fallback
+    except (ValueError, AttributeError):
+        return fallback
+
+
+__all__ = [
+    "ClientEvent",
+    "ClientRuntime",
+    "EnrolmentRejected",
+    "RunSummary",
+    "RuntimeOptions",
+    "measure_trainer",
+]

@@ -1,0 +1,129 @@
+"""What the client runtime needs from the network, as one small Protocol.
+
+The runtime speaks only these domain types; :mod:`fedtee.client.grpc_transport` maps them to
+the fedtee.v1 gRPC messages, and tests use an in-memory fake. Connection trouble is raised as
+:class:`ServerUnavailable` (the runtime retries it with backoff); anything the server says
+"no" to comes back as data (``accepted=False`` with a stable reason) or as a typed
+:class:`~fedtee.errors.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from fedtee import identity
+from fedtee.attest.model import Evidence, TeeType
+from fedtee.errors import ProtocolError, Reason
+from fedtee.ledger.receipts import SignedReceipt
+
+
+class ServerUnavailable(ProtocolError):
+    """The server could not be reached or dropped the call; retrying may help."""
+
+    default_reason = Reason.SERVER_UNAVAILABLE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Challenge:
+    nonce: bytes
+    expires_unix_ms: int
+    federation_id: str
+    aux: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enrolment:
+    accepted: bool
+    reason: str = ""
+    message: str = ""
+    credential: bytes = b""
+    credential_expires_unix_ms: int = 0
+    attestation_result_json: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Session:
+    """An enrolled client: its credential and the TEE-bound key that proves possession."""
+
+    client_id: str
+    credential: bytes
+    private_key: identity.PrivateKey
+    expires_unix_ms: int
+
+
+class TaskKind(Enum):
+    TRAIN = 1
+    WAIT = 2
+    FINISHED = 3
+    REATTEST = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    kind: TaskKind
+    round: int = 0
+    global_model_digest: bytes = b""
+    global_model_size: int = 0
+    retry_after_ms: int = 0
+    config: Mapping[str, str] = field(default_factory=dict)
+    deadline_unix_ms: int = 0
+    federation_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelChunk:
+    data: bytes
+    offset: int
+    total_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitOutcome:
+    accepted: bool
+    reason: str = ""
+    message: str = ""
+
+
+class Transport(Protocol):
+    """The six calls of the fedtee.v1 Federation service that a client makes."""
+
+    def get_challenge(
+        self, *, client_id: str, tee: TeeType, aux: Mapping[str, bytes]
+    ) -> Challenge: ...
+
+    def enroll(
+        self, *, client_id: str, nonce: bytes, public_key: bytes, evidence: Evidence
+    ) -> Enrolment: ...
+
+    def get_task(self, *, session: Session) -> Task: ...
+
+    def download_model(
+        self, *, session: Session, round: int, digest: bytes, offset: int
+    ) -> Iterator[ModelChunk]: ...
+
+    def submit_update(
+        self,
+        *,
+        session: Session,
+        receipt: SignedReceipt,
+        size: int,
+        chunks: Iterable[bytes],
+    ) -> SubmitOutcome: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "Challenge",
+    "Enrolment",
+    "ModelChunk",
+    "ServerUnavailable",
+    "Session",
+    "SubmitOutcome",
+    "Task",
+    "TaskKind",
+    "Transport",
+]

@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from fedtee import tensors
+from fedtee.client.cheats import TamperingTransport, flip_last_bit
+from fedtee.client.examples.digits import DigitsTrainer
+from fedtee.client.runtime import (
+    ClientEvent,
+    ClientRuntime,
+    EnrolmentRejected,
+    RuntimeOptions,
+)
+from fedtee.client.transport import ServerUnavailable, Task, TaskKind, Transport
+from fedtee.errors import ProtocolError, Reason
+
+from ._fakes import MEASUREMENT, FakeAttester, FakeServer
+
+
+def _runtime(
+    server: Transport, *, attester: FakeAttester | None = None, **opts: object
+) -> tuple[ClientRuntime, list[ClientEvent], list[float]]:
+    events: list[ClientEvent] = []
+    sleeps: list[float] = []
+    runtime = ClientRuntime(
+        client_id="c1",
+        transport=server,
+        attester=attester or FakeAttester(),
+        trainer=DigitsTrainer(partition=0, num_partitions=3, seed=0),
+        measurement=MEASUREMENT,
+        options=RuntimeOptions(chunk_bytes=256, **opts),  # type: ignore[arg-type]
+        sleep=sleeps.append,
+        clock_ms=lambda: 1_000,
+        on_event=events.append,
+        rng=random.Random(0),
+    )
+    return runtime, events, sleeps
+
+
+def test_honest_client_enrols_trains_every_round_and_finishes() -> None:
+    server = FakeServer(rounds=3)
+    runtime, events, _ = _runtime(server)
+    summary = runtime.run()
+    assert summary.finished
+    assert summary.accepted == 3 and summary.rejected == []
+    assert server.submitted == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    assert [e.kind for e in events].count("update_accepted") == 3
+
+
+def test_update_after_signing_is_rejected_with_its_digest_reason() -> None:
+    server = FakeServer(rounds=2)
+    cheat = TamperingTransport(server)
+    runtime, events, _ = _runtime(cheat)
+    summary = runtime.run()
+    assert cheat.tampered == 2
+    assert summary.accepted == 0
+    assert summary.rejected == [(1, "update_digest_mismatch"), (2, "update_digest_mismatch")]
+    assert any(e.kind == "update_rejected" and e.reason == "update_digest_mismatch" for e in events)
+
+
+def test_unlisted_measurement_is_rejected_at_enrolment_with_its_reason() -> None:
+    server = FakeServer()
+    runtime, events, _ = _runtime(server, attester=FakeAttester(measurement=b"\x01" * 48))
+    with pytest.raises(EnrolmentRejected) as info:
+        runtime.run()
+    assert info.value.reason is Reason.MEASUREMENT_NOT_ALLOWED
+    assert server.submitted == []
+    assert events[-1].kind == "enrol_rejected"
+
+
+def test_evidence_binds_the_servers_nonce_and_the_clients_key() -> None:
+    # The fake server runs the real check_report_data; an attester that ignores the
+    # report_data it is given is rejected with REPORT_DATA_MISMATCH.
+    class Lazy(FakeAttester):
+        def attest(self, report_data: bytes):  # type: ignore[no-untyped-def]
+            return super().attest(b"\x00" * 64)
+
+    runtime, _, _ = _runtime(FakeServer(), attester=Lazy())
+    with pytest.raises(EnrolmentRejected) as info:
+        runtime.enroll()
+    assert info.value.reason is Reason.REPORT_DATA_MISMATCH
+
+
+def test_download_resumes_from_the_offset_where_the_stream_dropped() -> None:
+    server = FakeServer(rounds=1, drop_download_once_at=300, chunk=100)
+    runtime, _, sleeps = _runtime(server)
+    summary = runtime.run()
+    assert summary.accepted == 1
+    assert server.download_offsets == [0, 300]
+    assert len(sleeps) == 1
+
+
+def test_download_rejects_a_model_whose_digest_differs() -> None:
+    server = FakeServer()
+    runtime, _, _ = _runtime(server)
+    session = runtime.enroll()
+    task = server.get_task(session=session)
+    wrong = Task(**{**task.__dict__, "global_model_digest": b"\x00" * 32})
+    with pytest.raises(ProtocolError) as info:
+        runtime.download(session, wrong)
+    assert info.value.reason is Reason.MODEL_DIGEST_MISMATCH
+
+
+def test_download_bounds_the_model_size_before_reading() -> None:
+    server = FakeServer()
+    runtime, _, _ = _runtime(server, max_model_bytes=100)
+    session = runtime.enroll()
+    task = server.get_task(session=session)
+    with pytest.raises(ProtocolError) as info:
+        runtime.download(session, task)
+    assert info.value.reason is Reason.MESSAGE_TOO_LARGE
+    assert server.download_offsets == []
+
+
+def test_download_rejects_chunks_out_of_order() -> None:
+    class Shuffled(FakeServer):
+        def download_model(self, **kw):  # type: ignore[no-untyped-def, override]
+            chunks = list(super().download_model(**kw))
+            return iter(chunks[1:] + chunks[:1])
+
+    server = Shuffled()
+    runtime, _, _ = _runtime(server)
+    session = runtime.enroll()
+    with pytest.raises(ProtocolError) as info:
+        runtime.download(session, server.get_task(session=session))
+    assert info.value.reason is Reason.MESSAGE_MALFORMED
+
+
+def test_reconnects_with_backoff_then_gives_up() -> None:
+    server = FakeServer(rounds=1, unavailable_calls=3)
+    runtime, _, sleeps = _runtime(server)
+    assert runtime.run().accepted == 1
+    assert len(sleeps) == 3 and sleeps[0] < sleeps[2]  # exponential, with jitter
+
+    dead = FakeServer(unavailable_calls=100)
+    runtime2, _, sleeps2 = _runtime(dead, max_reconnect_attempts=4)
+    with pytest.raises(ServerUnavailable) as info:
+        runtime2.run()
+    assert info.value.reason is Reason.SERVER_UNAVAILABLE
+    assert len(sleeps2) == 3
+
+
+def test_reattest_task_enrols_again_with_a_fresh_key() -> None:
+    server = FakeServer(rounds=2, reattest_on_round=2)
+    attester = FakeAttester()
+    runtime, _, _ = _runtime(server, attester=attester)
+    summary = runtime.run()
+    assert summary.enrolments == 2 and attester.calls == 2
+    assert summary.accepted == 2
+
+
+def test_wait_sleeps_as_told_but_capped() -> None:
+    class Waiting(FakeServer):
+        waits = 2
+
+        def get_task(self, *, session):  # type: ignore[no-untyped-def]
+            if self.waits:
+                self.waits -= 1
+                return Task(kind=TaskKind.WAIT, retry_after_ms=600_000)
+            return super().get_task(session=session)
+
+    runtime, _, sleeps = _runtime(Waiting(rounds=1), max_wait_s=2.0)
+    assert runtime.run().accepted == 1
+    assert sleeps == [2.0, 2.0]
+
+
+def test_receipt_names_exactly_the_bytes_sent_and_the_model_received() -> None:
+    server = FakeServer()
+    runtime, _, _ = _runtime(server)
+    session = runtime.enroll()
+    task = server.get_task(session=session)
+    model = runtime.download(session, task)
+    signed, update = runtime.make_update(session, task, model)
+    from fedtee.ledger.receipts import verify_receipt
+
+    receipt = verify_receipt(signed, server.keys["c1"])
+    assert receipt.update_digest == tensors.digest(update)
+    assert receipt.global_model_digest == tensors.digest(model)
+    assert receipt.measurement == MEASUREMENT and receipt.round == 1
+    assert receipt.num_examples == len(runtime.trainer.data)  # type: ignore[attr-defined]
+
+
+def test_flip_last_bit_changes_one_bit_only() -> None:
+    data = [b"abc", b"def"]
+    out = b"".join(flip_last_bit(data))
+    assert out[:-1] == b"abcde" and out[-1] == ord("f") ^ 1
+    assert list(flip_last_bit([])) == []
+    assert np.count_nonzero(np.frombuffer(out, np.uint8) ^ np.frombuffer(b"abcdef", np.uint8)) == 1
