@@ -372,3 +372,53 @@ def test_federation_status(store: StateStore) -> None:
     store.set_federation_status(FED, FederationStatus.FINISHED)
     fed = store.get_federation(FED)
     assert fed is not None and fed.status is FederationStatus.FINISHED
+
+
+_UPLOAD_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from fedtee.server.artifacts import ArtifactStore
+    from fedtee.server.store import StateStore
+    root = Path(sys.argv[1])
+    arts = ArtifactStore(root / "artifacts")
+    s = StateStore.open(str(root / "state.db"))
+    F = "fed-1"
+    s.create_federation(federation_id=F, config={}, now_ms=1)
+    s.open_round(federation_id=F, number=1, global_model_digest=b"\\0" * 32,
+                 selected=["a", "b"], deadline_ms=1, now_ms=1)
+    # Client a: the artifact is made durable first, then the update row is committed.
+    art = arts.put(b"update of a" * 1000)
+    s.record_update(federation_id=F, round=1, client_id="a", receipt=b"r", signature=b"s",
+                    receipt_hash=b"\\1" * 32, update_digest=art.digest,
+                    artifact_path=str(art.path), num_examples=3, accepted=True, now_ms=1)
+    # Client b: killed mid-upload, before commit.
+    w = arts.writer()
+    w.write(b"half of b's update")
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_sigkill_mid_upload_keeps_accepted_updates_and_their_files(tmp_path: Path) -> None:
+    from fedtee.server.artifacts import ArtifactStore
+    from fedtee.tensors import digest
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _UPLOAD_CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "ready" in proc.stdout
+    store = StateStore.open(str(tmp_path / "state.db"))
+    arts = ArtifactStore(tmp_path / "artifacts")
+    assert arts.sweep() == 1  # b's partial upload, never recorded
+    point = store.resume_point("fed-1")
+    assert [u.client_id for u in point.accepted_in_open_round] == ["a"]
+    for u in point.accepted_in_open_round:
+        assert digest(arts.read_bytes(u.update_digest)) == u.update_digest
+        assert Path(u.artifact_path).is_file()
+    store.close()
