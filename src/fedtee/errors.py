@@ -63,6 +63,7 @@ class Reason(StrEnum):
     KEY_NOT_BOUND = "key_not_bound"
     REPORT_DATA_MISMATCH = "report_data_mismatch"
     AK_ATTRIBUTES_INVALID = "ak_attributes_invalid"
+    QE_IDENTITY_MISMATCH = "qe_identity_mismatch"
 
     # --- collateral --------------------------------------------------------------------
     COLLATERAL_MISSING = "collateral_missing"
