@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import importlib
 import json
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,72 @@ def test_sequential_quotes_each_bind_their_own_data(tmp_path: Path) -> None:
 
     assert first.data != second.data
     assert second.data[REPORT_DATA_AT : REPORT_DATA_AT + 64] == rd(6)
+
+
+# --- the Gramine manifest template ---------------------------------------------------------
+
+TEMPLATE = (
+    Path(__file__).resolve().parents[3] / "deploy" / "gramine" / ("fedtee-client.manifest.template")
+)
+_FOR = re.compile(
+    r"\{% for path in python\.get_sys_path\(entrypoint\) %\}\n(.*?)\{% endfor %\}\n", re.S
+)
+_EXPR = re.compile(r"\{\{ (.*?) \}\}")
+
+
+def render(template: str, variables: dict[str, str], sys_path: list[tuple[str, bool]]) -> str:
+    """Just enough of gramine-manifest's Jinja to render this template; fails on anything else."""
+
+    def loop(m: re.Match[str]) -> str:
+        out = ""
+        for path, is_dir in sys_path:
+            body = m.group(1).replace("{{ '/' if path.is_dir() else '' }}", "/" if is_dir else "")
+            out += body.replace("{{ path }}", path)
+        return out
+
+    text = _FOR.sub(loop, template)
+    assert "{%" not in text, "template uses Jinja statements the test does not know"
+
+    def expr(m: re.Match[str]) -> str:
+        return variables[m.group(1)]  # KeyError: an undocumented template variable
+
+    return _EXPR.sub(expr, text)
+
+
+def test_manifest_template_renders_to_a_production_dcap_manifest() -> None:
+    variables = {
+        "entrypoint": "/usr/bin/python3.11",
+        "site_packages": "/srv/venv/lib/python3.11/site-packages",
+        "fedtee_home": "/srv/fedtee-client",
+        "arch_libdir": "/lib/x86_64-linux-gnu",
+        "enclave_size": "4G",
+        "max_threads": "64",
+        "log_level": "error",
+        "gramine.libos": "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so",
+        "gramine.runtimedir()": "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc",
+    }
+    sys_path = [("/usr/lib/python3.11", True), ("/usr/lib/python3.11/lib-dynload", True)]
+
+    manifest = tomllib.loads(render(TEMPLATE.read_text(), variables, sys_path))
+
+    sgx = manifest["sgx"]
+    assert sgx["debug"] is False
+    assert sgx["remote_attestation"] == "dcap"
+    assert sgx["enclave_size"] == "4G" and sgx["max_threads"] == 64
+    assert "file:/srv/venv/lib/python3.11/site-packages/" in sgx["trusted_files"]
+    assert "file:/srv/fedtee-client/config/" in sgx["trusted_files"]
+    assert "file:/usr/lib/python3.11/" in sgx["trusted_files"]
+    assert sgx["allowed_files"] == ["file:/srv/fedtee-client/data/"]
+    state = [m for m in manifest["fs"]["mounts"] if m["path"] == "/fedtee/state"]
+    assert state == [
+        {
+            "type": "encrypted",
+            "path": "/fedtee/state",
+            "uri": "file:/srv/fedtee-client/state",
+            "key_name": "_sgx_mrenclave",
+        }
+    ]
+    # argv is fixed in the (measured) manifest, never taken from the host.
+    assert manifest["loader"]["argv"][1:4] == ["-m", "fedtee.cli.main", "client"]
+    assert "insecure__use_cmdline_argv" not in manifest["loader"]
+    assert not any(k.startswith("insecure") for k in manifest.get("fs", {}))
