@@ -24,7 +24,10 @@ from fedtee.attest.testing.configfs_tsm import FakeTsmKernel, echo_report
 from fedtee.errors import ConfigError, DeviceError, Reason
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "configfs"
-TDX_V4 = (DATA / "tdx_prod_quote_SPR_E4.dat").read_bytes()
+# go-tdx-guest appended b"\nextra bytes(only for testing purpose)\n" (39 bytes) after
+# this quote to test its parser; a kernel outblob is the quote alone, so that tail is cut.
+TDX_V4_FILE = (DATA / "tdx_prod_quote_SPR_E4.dat").read_bytes()
+TDX_V4 = TDX_V4_FILE[: 48 + 584 + 4 + int.from_bytes(TDX_V4_FILE[632:636], "little")]
 TDX_V5 = (DATA / "quote_v5_sample.dat").read_bytes()
 SNP_REPORT = (DATA / "attestation.bin").read_bytes()
 VCEK_DER = (DATA / "vcek.der").read_bytes()
@@ -398,3 +401,8 @@ def test_os_filesystem_read_is_bounded(tmp_path: Path) -> None:
     assert len(fs.read(f, limit=101)) == 101
     with pytest.raises(BlobTooLarge):
         fs.read(f, limit=100)
+
+
+def test_v4_fixture_tail_is_the_known_test_marker() -> None:
+    assert len(TDX_V4) == 4935
+    assert TDX_V4_FILE[len(TDX_V4) :] == b"\nextra bytes(only for testing purpose)\n"
