@@ -1,0 +1,415 @@
+"""``fedtee init DIR``: create a new federation in a directory.
+
+Writes (private keys mode 0600, nothing overwritten unless ``--force``):
+
+- ``ca.pem`` / ``ca.key``: the federation CA (ECDSA P-256). Clients trust the server's TLS
+  certificate through it.
+- ``server.pem`` / ``server.key``: the server's TLS certificate for ``localhost``,
+  ``127.0.0.1`` and every ``--host`` name or address.
+- ``sim-root.pem`` / ``sim-root.key`` (only with ``--with-sim``): a simulated TEE root. Anyone
+  holding its key can mint sim platforms, which is why no policy accepts sim unless it says
+  ``allow_simulated = true`` and every result marks sim as not hardware-backed.
+- ``policy.toml``: what the server accepts; with ``--with-sim`` it lists the measurement of
+  the example trainer (:mod:`fedtee.client.examples.digits`), so the demo's honest clients
+  pass and a client running any other code does not.
+- ``server.toml``, ``client.toml``: commented example configs pointing at these files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedtee.errors import ConfigError
+
+DEFAULT_TRAINER = "fedtee.client.examples.digits:DigitsTrainer"
+DEFAULT_PORT = 50051
+CA_DAYS = 5 * 365
+SERVER_DAYS = 365
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitOptions:
+    directory: Path
+    federation_id: str
+    hosts: tuple[str, ...] = ()
+    with_sim: bool = False
+    port: int = DEFAULT_PORT
+    rounds: int = 10
+    clients_per_round: int = 5
+    min_clients: int = 3
+    trainer: str = DEFAULT_TRAINER
+    force: bool = False
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_ca(
+    federation_id: str, *, now: datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedtee"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"fedtee federation CA {federation_id}"),
+        ]
+    )
+    public = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        if not host or any(c.isspace() for c in host) or len(host) > 253:
+            raise ConfigError(f"--host {host!r} is neither an IP address nor a DNS name") from None
+        return x509.DNSName(host)
+
+
+def make_server_cert(
+    *,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    hosts: Sequence[str],
+    now: datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    names = list(dict.fromkeys(["localhost", "127.0.0.1", *hosts]))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in names]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert, key
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes, *, private: bool = False, force: bool) -> None:
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; use --force to overwrite")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    if private:
+        path.chmod(0o600)
+
+
+def trainer_measurement(trainer: str) -> bytes:
+    from fedtee.client.runtime import measure_trainer
+    from fedtee.client.trainer import TrainerSpec
+
+    return measure_trainer(TrainerSpec(target=trainer))
+
+
+def _sim_root_pems() -> tuple[bytes, bytes]:
+    """A fresh sim root as (certificate PEM, private key PEM), from the sim backend."""
+    import importlib
+
+    sim: Any = importlib.import_module("fedtee.attest.attesters.sim")
+    root = sim.SimRoot.generate()
+    return root.cert_pem(), root.key_pem()
+
+
+def policy_toml(*, with_sim: bool, measurement_hex: str, trainer: str) -> str:
+    lines = [
+        "# fedtee appraisal policy (version 1). The server accepts a TEE type only if it has",
+        "# a [tee.<type>] table here; anything not allowed is rejected with a reason code.",
+        "# Reference values are compared exactly; add more with",
+        "#   fedtee policy add-reference policy.toml --tee sim --name measurement --value HEX",
+        "version = 1",
+        "",
+    ]
+    if with_sim:
+        lines += [
+            "# The simulated TEE: software keys, NOT hardware-backed. For development and the",
+            "# demo only; every result that accepts it says so.",
+            "[tee.sim]",
+            "allow_simulated = true",
+            'debug = "forbid"            # a debug sim report is rejected (debug_enabled)',
+            'accepted_tcb = ["NotApplicable"]  # sim has no TCB levels',
+            "max_evidence_age_s = 300",
+            "",
+            "[tee.sim.reference]",
+            f"# SHA-384 code measurement of {trainer} (its module file and factory name),",
+            "# as computed by fedtee.attest.attesters.measure.measure_code. One changed byte",
+            "# in that file gives another value, and the client is rejected",
+            "# (measurement_not_allowed).",
+            "measurement = [",
+            f'  "{measurement_hex}",',
+            "]",
+            "",
+            "[tee.sim.min_svn]",
+            "svn = 1",
+            "",
+        ]
+    else:
+        lines += [
+            "# Example for AMD SEV-SNP confidential VMs (uncomment and fill in):",
+            "# [tee.sev-snp]",
+            '# debug = "forbid"',
+            '# accepted_tcb = ["UpToDate"]',
+            "# [tee.sev-snp.reference]",
+            '# measurement = ["<96 hex chars: the launch measurement of your VM image>"]',
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def server_toml(opts: InitOptions) -> str:
+    sim_root = (
+        'sim_root = "sim-root.pem"        # trust this sim root (policy.toml allows sim)'
+        if opts.with_sim
+        else '# sim_root = "sim-root.pem"      # only for development with the simulated TEE'
+    )
+    return f"""\
+# fedtee server configuration (fedtee server start --config server.toml).
+# Paths are relative to this file.
+
+[federation]
+id = "{opts.federation_id}"          # names this federation in receipts and the ledger
+rounds = {opts.rounds}                   # rounds to run before FINISHED
+clients_per_round = {opts.clients_per_round}        # how many enrolled clients train in one round
+min_clients = {opts.min_clients}              # fewest accepted updates to aggregate a round
+round_timeout_s = 60            # a round closes after this, with whatever arrived
+model = "{opts.trainer}"  # initial model: the trainer module's initial_arrays()
+
+[server]
+address = "127.0.0.1:{opts.port}"    # host:port to listen on
+tls_cert = "server.pem"         # signed by ca.pem (fedtee init made both)
+tls_key = "server.key"
+state_dir = "state"             # SQLite state, model artifacts and the ledger
+
+[attestation]
+policy = "policy.toml"          # what evidence is accepted (see docs/quickstart.md)
+{sim_root}
+nonce_ttl_s = 60                # a challenge nonce is single use and expires after this
+credential_ttl_s = 600          # enrolled clients re-attest after this
+"""
+
+
+def client_toml(opts: InitOptions, *, client_id: str = "client-1", partition: int = 0) -> str:
+    sim_lines = (
+        'sim_root_cert = "sim-root.pem"  # the sim root that certifies this client\'s platform\n'
+        'sim_root_key = "sim-root.key"   # (sim only: a real TEE is certified by its vendor)\n'
+        if opts.with_sim
+        else '# sim_root_cert = "sim-root.pem"\n# sim_root_key = "sim-root.key"\n'
+    )
+    tee = "sim" if opts.with_sim else "sev-snp"
+    return f"""\
+# fedtee client configuration (fedtee client start --config client.toml).
+# Paths are relative to this file.
+
+[client]
+id = "{client_id}"                 # unique in the federation; [A-Za-z0-9._-]
+
+[server]
+address = "127.0.0.1:{opts.port}"    # the server's host:port
+ca_cert = "ca.pem"              # the federation CA that signed the server's certificate
+# server_name = "localhost"     # TLS name to expect if it differs from the address host
+
+[tee]
+type = "{tee}"  # sim, sgx, tdx, sev-snp, tpm, cca
+{sim_lines}# debug = false                # sim only: claim a debug TEE (policies reject it)
+# svn = 1                       # sim only: security version number
+
+[trainer]
+# The training code. Its module file is measured into the evidence: change one byte and the
+# server's policy no longer recognises this client.
+target = "{opts.trainer}"
+partition = {partition}                   # which share of the data this client holds
+num_partitions = {opts.clients_per_round}              # into how many shares the data is split
+seed = 0                        # the split's seed (same for every client)
+
+[runtime]
+max_reconnect_attempts = 8      # consecutive network failures before giving up
+backoff_initial_s = 0.2         # first retry delay; doubles each time, with jitter
+backoff_max_s = 5.0             # longest retry delay
+chunk_bytes = 1048576           # upload chunk size (at most 4 MiB)
+"""
+
+
+def init_federation(opts: InitOptions, *, now: datetime | None = None) -> dict[str, Path]:
+    """Create the federation's files in ``opts.directory``; return them by role."""
+    now = now or datetime.now(UTC)
+    d = opts.directory
+    d.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+
+    ca_cert, ca_key = make_ca(opts.federation_id, now=now)
+    server_cert, server_key = make_server_cert(
+        ca_cert=ca_cert, ca_key=ca_key, hosts=opts.hosts, now=now
+    )
+    measurement = trainer_measurement(opts.trainer) if opts.with_sim else b""
+    files: list[tuple[str, str, bytes, bool]] = [
+        ("ca", "ca.pem", _cert_pem(ca_cert), False),
+        ("ca_key", "ca.key", _key_pem(ca_key), True),
+        ("server_cert", "server.pem", _cert_pem(server_cert), False),
+        ("server_key", "server.key", _key_pem(server_key), True),
+    ]
+    if opts.with_sim:
+        cert_pem, key_pem = _sim_root_pems()
+        files += [("sim_root", "sim-root.pem", cert_pem, False)]
+        files += [("sim_root_key", "sim-root.key", key_pem, True)]
+    files += [
+        (
+            "policy",
+            "policy.toml",
+            policy_toml(
+                with_sim=opts.with_sim, measurement_hex=measurement.hex(), trainer=opts.trainer
+            ).encode(),
+            False,
+        ),
+        ("server_config", "server.toml", server_toml(opts).encode(), False),
+        ("client_config", "client.toml", client_toml(opts).encode(), False),
+    ]
+    if not opts.force:
+        clashes = [name for _, name, _, _ in files if (d / name).exists()]
+        if clashes:
+            raise ConfigError(f"{d} already holds {clashes}; use --force to overwrite")
+    for role, name, data, private in files:
+        _write(d / name, data, private=private, force=True)
+        out[role] = d / name
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    opts = InitOptions(
+        directory=Path(args.directory),
+        federation_id=args.federation_id or Path(args.directory).resolve().name or "fedtee",
+        hosts=tuple(args.host),
+        with_sim=args.with_sim,
+        port=args.port,
+        rounds=args.rounds,
+        clients_per_round=args.clients,
+        min_clients=max(1, min(args.clients, args.min_clients)),
+        trainer=args.trainer,
+        force=args.force,
+    )
+    files = init_federation(opts)
+    print(f"created federation {opts.federation_id!r} in {opts.directory}:")
+    for role, path in files.items():
+        print(f"  {path.name:<14} {role}")
+    print("next: fedtee server start --config", opts.directory / "server.toml")
+    print("      fedtee client start --config", opts.directory / "client.toml")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "init",
+        help="create a new federation (CA, server certificate, policy, example configs)",
+        description=sys.modules[__name__].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("directory", metavar="DIR", help="directory to create the files in")
+    parser.add_argument(
+        "--federation-id", default="", help="federation name (default: the directory's name)"
+    )
+    parser.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name or IP address for the server certificate (repeatable); "
+        "localhost and 127.0.0.1 are always included",
+    )
+    parser.add_argument(
+        "--with-sim",
+        action="store_true",
+        help="also create a simulated-TEE root and a policy that accepts sim clients running "
+        "the example trainer (development and the demo only)",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (configs)")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds to run (server.toml)")
+    parser.add_argument(
+        "--clients", type=int, default=5, help="clients per round and data partitions"
+    )
+    parser.add_argument(
+        "--min-clients", type=int, default=3, help="fewest updates to aggregate a round"
+    )
+    parser.add_argument(
+        "--trainer",
+        default=DEFAULT_TRAINER,
+        metavar="MODULE:FACTORY",
+        help="training code whose measurement the policy lists (default: the digits example)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.set_defaults(handler=_run)
+
+
+__all__ = [
+    "InitOptions",
+    "client_toml",
+    "init_federation",
+    "make_ca",
+    "make_server_cert",
+    "policy_toml",
+    "register",
+    "server_toml",
+    "trainer_measurement",
+]

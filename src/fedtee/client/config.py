@@ -1,0 +1,136 @@
+"""client.toml -> a typed, checked :class:`ClientConfig` (pure: text and a base dir in).
+
+The CLI reads the file; this module only parses. Relative paths resolve against the config
+file's directory, so a federation directory made by ``fedtee init`` can be moved as a whole.
+Unknown tables or keys are errors: a typo must not silently fall back to a default. See
+``examples/client.toml`` for every key, documented.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedtee.attest.model import TeeType
+from fedtee.client.trainer import TrainerSpec
+from fedtee.errors import ConfigError
+
+MAX_CONFIG_BYTES = 64 * 1024
+
+_SCHEMA: dict[str, set[str]] = {
+    "client": {"id"},
+    "server": {"address", "ca_cert", "server_name"},
+    "tee": {"type", "sim_root_cert", "sim_root_key", "debug", "svn"},
+    "trainer": {"target", "partition", "num_partitions", "seed"},
+    "runtime": {"max_reconnect_attempts", "backoff_initial_s", "backoff_max_s", "chunk_bytes"},
+}
+_REQUIRED: dict[str, set[str]] = {
+    "client": {"id"},
+    "server": {"address", "ca_cert"},
+    "tee": {"type"},
+    "trainer": {"target"},
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    client_id: str
+    server_address: str  # host:port
+    ca_cert: Path  # the federation CA that signed the server's TLS certificate
+    server_name: str | None  # TLS name to expect, when it differs from the address host
+    tee: TeeType
+    sim_root_cert: Path | None
+    sim_root_key: Path | None
+    sim_debug: bool
+    sim_svn: int
+    trainer: TrainerSpec
+    partition: int
+    num_partitions: int
+    seed: int
+    max_reconnect_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    chunk_bytes: int
+
+
+def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: Any) -> Any:
+    value = table.get(key, default)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"[{section}] {key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def parse_client_config(text: str, *, base_dir: Path) -> ClientConfig:
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"client config is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"client config is not valid TOML: {exc}") from exc
+    unknown = set(doc) - set(_SCHEMA)
+    if unknown:
+        raise ConfigError(f"client config: unknown tables {sorted(unknown)}")
+    for section, keys in _SCHEMA.items():
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"client config: [{section}] must be a table")
+        extra = set(table) - keys
+        if extra:
+            raise ConfigError(f"client config: unknown keys in [{section}]: {sorted(extra)}")
+        missing = _REQUIRED.get(section, set()) - set(table)
+        if missing:
+            raise ConfigError(f"client config: [{section}] needs {sorted(missing)}")
+
+    def path(section: str, key: str) -> Path | None:
+        raw = doc.get(section, {}).get(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"[{section}] {key} must be a path string")
+        return (base_dir / raw).resolve()
+
+    client, server = doc["client"], doc["server"]
+    tee_t, trainer_t, runtime_t = doc["tee"], doc["trainer"], doc.get("runtime", {})
+    client_id = _get(client, "client", "id", str, None)
+    if not 0 < len(client_id) <= 128 or not all(c.isalnum() or c in "-_." for c in client_id):
+        raise ConfigError(f"[client] id {client_id!r} must be 1..128 of [A-Za-z0-9._-]")
+    address = _get(server, "server", "address", str, None)
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"[server] address must be host:port, got {address!r}")
+    tee = TeeType.parse(_get(tee_t, "tee", "type", str, None))
+    partition = _get(trainer_t, "trainer", "partition", int, 0)
+    num_partitions = _get(trainer_t, "trainer", "num_partitions", int, 1)
+    if not 0 <= partition < num_partitions:
+        raise ConfigError(f"[trainer] partition {partition} must be 0..num_partitions-1")
+    config = ClientConfig(
+        client_id=client_id,
+        server_address=address,
+        ca_cert=path("server", "ca_cert") or Path(),
+        server_name=_get(server, "server", "server_name", str, "") or None,
+        tee=tee,
+        sim_root_cert=path("tee", "sim_root_cert"),
+        sim_root_key=path("tee", "sim_root_key"),
+        sim_debug=_get(tee_t, "tee", "debug", bool, False),
+        sim_svn=_get(tee_t, "tee", "svn", int, 1),
+        trainer=TrainerSpec(target=_get(trainer_t, "trainer", "target", str, None)),
+        partition=partition,
+        num_partitions=num_partitions,
+        seed=_get(trainer_t, "trainer", "seed", int, 0),
+        max_reconnect_attempts=_get(runtime_t, "runtime", "max_reconnect_attempts", int, 8),
+        backoff_initial_s=_get(runtime_t, "runtime", "backoff_initial_s", float, 0.2),
+        backoff_max_s=_get(runtime_t, "runtime", "backoff_max_s", float, 5.0),
+        chunk_bytes=_get(runtime_t, "runtime", "chunk_bytes", int, 1 << 20),
+    )
+    if tee is TeeType.SIM and (config.sim_root_cert is None or config.sim_root_key is None):
+        raise ConfigError("[tee] type = 'sim' needs sim_root_cert and sim_root_key")
+    return config
+
+
+__all__ = ["ClientConfig", "parse_client_config"]
