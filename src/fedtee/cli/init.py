@@ -276,6 +276,7 @@ ca_cert = "ca.pem"              # the federation CA that signed the server's cer
 type = "{tee}"  # sim, sgx, tdx, sev-snp, tpm, cca
 {sim_lines}# debug = false                # sim only: claim a debug TEE (policies reject it)
 # svn = 1                       # sim only: security version number
+# tcti = "device:/dev/tpmrm0"   # tpm only: how to reach the TPM
 
 [trainer]
 # The training code. Its module file is measured into the evidence: change one byte and the

@@ -23,7 +23,7 @@ MAX_CONFIG_BYTES = 64 * 1024
 _SCHEMA: dict[str, set[str]] = {
     "client": {"id"},
     "server": {"address", "ca_cert", "server_name"},
-    "tee": {"type", "sim_root_cert", "sim_root_key", "debug", "svn"},
+    "tee": {"type", "sim_root_cert", "sim_root_key", "debug", "svn", "tcti"},
     "trainer": {"target", "partition", "num_partitions", "seed"},
     "runtime": {"max_reconnect_attempts", "backoff_initial_s", "backoff_max_s", "chunk_bytes"},
 }
@@ -46,6 +46,7 @@ class ClientConfig:
     sim_root_key: Path | None
     sim_debug: bool
     sim_svn: int
+    tcti: str  # tpm only: how to reach the TPM (tpm2-tss TCTI string)
     trainer: TrainerSpec
     partition: int
     num_partitions: int
@@ -119,6 +120,7 @@ def parse_client_config(text: str, *, base_dir: Path) -> ClientConfig:
         sim_root_key=path("tee", "sim_root_key"),
         sim_debug=_get(tee_t, "tee", "debug", bool, False),
         sim_svn=_get(tee_t, "tee", "svn", int, 1),
+        tcti=_get(tee_t, "tee", "tcti", str, "device:/dev/tpmrm0"),
         trainer=TrainerSpec(target=_get(trainer_t, "trainer", "target", str, None)),
         partition=partition,
         num_partitions=num_partitions,
