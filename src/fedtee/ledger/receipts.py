@@ -1,7 +1,8 @@
 """Training receipts: what a client signs with its TEE-bound key about each update it sends.
 
-Canonical encoding: a deterministic CBOR map (RFC 8949 section 4.2, cbor2 ``canonical=True``)
-with string keys and a version field ``"v": 1``. Decoding is strict: bounded size, exactly the
+Canonical encoding: a deterministic CBOR map (RFC 8949 section 4.2.1, by the small pure-Python
+codec in :mod:`fedtee.ledger._cbor`, so IoT clients need no CBOR library) with text keys and a
+version field ``"v": 1``. Decoding is strict: bounded size, exactly the
 known keys, typed values, and the bytes must re-encode to themselves, so one receipt has one
 encoding and a signature over it cannot be carried over to a differently-spelled copy.
 
@@ -24,10 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
-
 from fedtee import identity
 from fedtee.errors import Reason, UpdateRejected, VerificationError
+from fedtee.ledger import _cbor
 
 VERSION = 1
 SIGNING_DOMAIN = b"fedtee/v1/receipt\x00"
@@ -116,7 +116,7 @@ class Receipt:
 
     def encode(self) -> bytes:
         """The canonical bytes that get signed."""
-        return cbor2.dumps(
+        return _cbor.encode(
             {
                 "v": VERSION,
                 "federation_id": self.federation_id,
@@ -128,8 +128,7 @@ class Receipt:
                 "measurement": self.measurement,
                 "metrics": dict(self.metrics),
                 "created_unix_ms": self.created_unix_ms,
-            },
-            canonical=True,
+            }
         )
 
     @classmethod
@@ -138,8 +137,8 @@ class Receipt:
         if not isinstance(data, bytes) or len(data) > MAX_RECEIPT_BYTES:
             raise _malformed(f"receipt must be bytes of at most {MAX_RECEIPT_BYTES}")
         try:
-            obj = cbor2.loads(data)
-        except Exception as exc:  # cbor2 raises several families; all mean malformed
+            obj = _cbor.decode(data)
+        except _cbor.CborError as exc:
             raise _malformed(f"receipt is not CBOR: {exc}") from exc
         if not isinstance(obj, dict):
             raise _malformed("receipt is not a CBOR map")
@@ -179,7 +178,7 @@ class SignedReceipt:
 
     def to_cbor(self) -> bytes:
         """One self-contained blob (used by the ledger to hash a receipt)."""
-        return cbor2.dumps({"receipt": self.receipt, "signature": self.signature}, canonical=True)
+        return _cbor.encode({"receipt": self.receipt, "signature": self.signature})
 
 
 def receipt_hash(signed: SignedReceipt) -> bytes:

@@ -126,12 +126,27 @@ def test_malformed_bodies_are_rejected(mutate: object) -> None:
     assert err.value.reason is Reason.RECEIPT_MALFORMED
 
 
-def test_non_canonical_encoding_is_rejected() -> None:
-    body = cbor2.dumps(_valid_map(), canonical=False)  # insertion order, not canonical order
-    assert body != _receipt().encode()
-    with pytest.raises(UpdateRejected, match="canonical") as err:
-        Receipt.decode(body)
-    assert err.value.reason is Reason.RECEIPT_MALFORMED
+def _map_bytes(items: list[tuple[str, object]]) -> bytes:
+    """A CBOR map with the pairs in the given order (cbor2 encodes each key and value)."""
+    assert len(items) < 24
+    return bytes([0xA0 | len(items)]) + b"".join(
+        cbor2.dumps(k, canonical=True) + cbor2.dumps(v, canonical=True) for k, v in items
+    )
+
+
+def test_non_canonical_encodings_are_rejected() -> None:
+    items = sorted(_valid_map().items(), key=lambda kv: cbor2.dumps(kv[0]))
+    assert _map_bytes(items) == _receipt().encode()  # the canonical form, built independently
+    variants = [
+        _map_bytes(list(reversed(items))),  # keys out of order
+        _map_bytes(items).replace(b"\x65round\x03", b"\x65round\x18\x03"),  # long int head
+        cbor2.dumps(_valid_map(), canonical=False),  # floats as doubles, insertion order
+    ]
+    for body in variants:
+        assert body != _receipt().encode()
+        with pytest.raises(UpdateRejected) as err:
+            Receipt.decode(body)
+        assert err.value.reason is Reason.RECEIPT_MALFORMED
 
 
 def test_oversized_and_truncated_bodies_are_rejected() -> None:
@@ -239,3 +254,11 @@ def test_receipt_round_trip_property(
         metrics=metrics,
     )
     assert Receipt.decode(receipt.encode()) == receipt
+
+
+def test_ledger_package_exports_resolve() -> None:
+    import fedtee.ledger as pkg
+
+    assert sorted(pkg.__all__) == pkg.__all__
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None
