@@ -107,9 +107,11 @@ class StreamingDigest:
 def encode(
     arrays: Mapping[str, NDArray[Any]], *, metadata: Mapping[str, str] | None = None
 ) -> bytes:
-    """Serialise named arrays to safetensors bytes (only the dtypes the reader accepts)."""
-    from safetensors.numpy import save  # local: keeps the import cost off parse-only users
+    """Serialise named arrays to safetensors bytes (only the dtypes the reader accepts).
 
+    Uses the safetensors package where installed; IoT clients, which may import only numpy,
+    grpcio, protobuf and cryptography, get :func:`encode_pure`, which writes the same bytes.
+    """
     prepared: dict[str, NDArray[Any]] = {}
     for name, array in arrays.items():
         arr = np.asarray(array)
@@ -118,8 +120,48 @@ def encode(
             raise _malformed(f"tensor {name!r}: dtype {arr.dtype} is not allowed")
         # astype, not ascontiguousarray: the latter turns 0-d scalars into shape (1,).
         prepared[name] = arr.astype(le, order="C", copy=False)
+    try:
+        from safetensors.numpy import save  # local: optional on IoT clients
+    except ImportError:
+        return encode_pure(prepared, metadata=metadata)
     out: bytes = save(prepared, metadata=dict(metadata) if metadata is not None else None)
     return out
+
+
+# The order the safetensors writer lays tensors out in: by dtype, largest alignment first (its
+# dtype enum, reversed), then by name. Keeping it makes encode_pure byte-identical.
+_WRITE_RANK = {"I64": 0, "F64": 1, "F32": 2, "I32": 3, "F16": 4, "I16": 5, "I8": 6, "U8": 7}
+
+
+def encode_pure(
+    arrays: Mapping[str, NDArray[Any]], *, metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """safetensors bytes written with numpy and json only (no safetensors package)."""
+    entries: list[tuple[str, str, NDArray[Any]]] = []
+    for name, array in arrays.items():
+        arr = np.asarray(array)
+        le = np.dtype(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
+        dtype_name = _NAMES_BY_DTYPE.get(le)
+        if dtype_name is None:
+            raise _malformed(f"tensor {name!r}: dtype {arr.dtype} is not allowed")
+        entries.append((name, dtype_name, arr.astype(le, order="C", copy=False)))
+    entries.sort(key=lambda e: (_WRITE_RANK[e[1]], e[0]))
+    header: dict[str, Any] = {}
+    if metadata:
+        header[_METADATA_KEY] = dict(metadata)
+    offset = 0
+    for name, dtype_name, arr in entries:
+        header[name] = {
+            "dtype": dtype_name,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        offset += arr.nbytes
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-(len(text)) % 8)  # the data section starts 8-byte aligned
+    return b"".join(
+        [_HEADER_LEN.pack(len(text)), text, *(arr.tobytes(order="C") for _, _, arr in entries)]
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -416,6 +458,7 @@ __all__ = [
     "decode_metadata",
     "digest",
     "encode",
+    "encode_pure",
     "header_from_prefix",
     "parse_header",
 ]

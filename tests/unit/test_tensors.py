@@ -296,3 +296,48 @@ def test_header_from_prefix_checks_uploads_early() -> None:
     hostile = struct.pack("<Q", 1 << 40)
     with pytest.raises(UpdateRejected, match="exceeds"):
         header_from_prefix(hostile, total_size=1 << 41)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.tuples(
+            st.sampled_from(_DTYPE_CHOICES),
+            st.lists(st.integers(0, 3), max_size=3),
+            st.integers(0, 2**32 - 1),
+        ),
+        max_size=6,
+    ),
+    st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=1),
+)
+def test_pure_writer_is_byte_identical_to_safetensors(
+    spec: dict[str, tuple[type, list[int], int]], metadata: dict[str, str]
+) -> None:
+    from safetensors.numpy import save
+
+    from fedtee.tensors import encode_pure
+
+    arrays = {
+        name: np.asarray((np.random.default_rng(seed).standard_normal(shape) * 50).astype(dtype))
+        for name, (dtype, shape, seed) in spec.items()
+    }
+    # (At most one metadata entry: safetensors keeps metadata in a hash map, so the order of
+    # several entries is not fixed even in its own output.)
+    assert encode_pure(arrays, metadata=metadata or None) == save(arrays, metadata=metadata or None)
+
+
+def test_encode_without_safetensors_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fedtee.tensors import encode_pure
+
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # import now fails
+    with pytest.raises(ImportError):
+        import safetensors.numpy  # noqa: F401
+    model = _model()
+    data = encode(model, metadata={"k": "v"})
+    assert data == encode_pure(model, metadata={"k": "v"})
+    back = decode(data)
+    for name, arr in model.items():
+        np.testing.assert_array_equal(back[name], arr)
