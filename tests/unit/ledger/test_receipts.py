@@ -262,3 +262,16 @@ def test_ledger_package_exports_resolve() -> None:
     assert sorted(pkg.__all__) == pkg.__all__
     for name in pkg.__all__:
         assert getattr(pkg, name) is not None
+
+
+def test_client_side_modules_import_only_what_iot_clients_may() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fedtee.tensors, fedtee.identity, fedtee.ledger.receipts;"
+        "print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'cbor2', 'safetensors', 'sqlalchemy', 'rich', 'grpc'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
