@@ -252,7 +252,9 @@ credential_ttl_s = 600          # enrolled clients re-attest after this
 """
 
 
-def client_toml(opts: InitOptions, *, client_id: str = "client-1", partition: int = 0) -> str:
+def client_toml(
+    opts: InitOptions, *, client_id: str = "client-1", partition: int = 0, seed: int = 0
+) -> str:
     sim_lines = (
         'sim_root_cert = "sim-root.pem"  # the sim root that certifies this client\'s platform\n'
         'sim_root_key = "sim-root.key"   # (sim only: a real TEE is certified by its vendor)\n'
@@ -284,7 +286,7 @@ type = "{tee}"  # sim, sgx, tdx, sev-snp, tpm, cca
 target = "{opts.trainer}"
 partition = {partition}                   # which share of the data this client holds
 num_partitions = {opts.clients_per_round}              # into how many shares the data is split
-seed = 0                        # the split's seed (same for every client)
+seed = {seed}                        # the split's seed (same for every client)
 
 [runtime]
 max_reconnect_attempts = 8      # consecutive network failures before giving up

@@ -1,0 +1,476 @@
+"""``fedtee demo``: a whole attested federation on this machine, with two cheaters.
+
+What it does, in order:
+
+1. ``fedtee init --with-sim`` into a work directory (a temporary one unless ``--workdir``):
+   federation CA, server certificate, sim root, and a policy that accepts sim clients only
+   when they run the example digits trainer, byte for byte.
+2. Starts the server (``fedtee server start``) on a free loopback port, over TLS gRPC.
+3. Starts ``--clients`` honest client processes (``fedtee client start``), each holding one
+   non-IID share of scikit-learn's digits, and two cheaters:
+
+   - ``cheater-tamper`` runs the honest code but changes its update after signing the
+     receipt: the server rejects the update (its digest no longer matches the receipt);
+   - ``cheater-modified`` runs :mod:`fedtee.client.examples.digits_modified`: its code
+     measurement is not in the policy, so it is rejected at enrolment
+     (``measurement_not_allowed``) and never trains.
+
+4. Shows a live display (round, enrolled clients, accepted / rejected updates, global test
+   accuracy), prints every rejection with its reason code, then the final accuracy.
+5. Verifies the server's ledger offline (``fedtee ledger verify``) and prints the lineage.
+
+Exit code 0 only if the honest federation reached ``--target`` accuracy and both cheaters were
+rejected with their reasons; 1 otherwise. Every result here is from the SIMULATED TEE: nothing
+is hardware-backed, and the display says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from fedtee.cli.init import InitOptions, client_toml, init_federation
+from fedtee.errors import ConfigError, FedteeError
+
+HONEST_TRAINER = "fedtee.client.examples.digits:DigitsTrainer"
+MODIFIED_TRAINER = "fedtee.client.examples.digits_modified:ModifiedDigitsTrainer"
+TAMPER_ID = "cheater-tamper"
+MODIFIED_ID = "cheater-modified"
+# Reasons that count as "the tampered update was caught" (the digest check is the one that
+# fires for a changed byte; the others would mean the receipt itself was touched).
+TAMPER_REASONS = frozenset(
+    {"update_digest_mismatch", "receipt_signature_invalid", "receipt_malformed"}
+)
+MODIFIED_REASON = "measurement_not_allowed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatePaths:
+    """Where ``fedtee server start`` keeps its state under ``state_dir``."""
+
+    database: Path
+    artifacts: Path
+    ledger: Path
+    server_key: Path  # public key (or certificate) that signs ledger checkpoints
+
+    @classmethod
+    def of(cls, state_dir: Path) -> StatePaths:
+        return cls(
+            database=state_dir / "state.db",
+            artifacts=state_dir / "artifacts",
+            ledger=state_dir / "ledger.jsonl",
+            server_key=state_dir / "ledger-key.pem",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    rounds: int = 10
+    clients: int = 5
+    tee: str = "sim"
+    workdir: Path | None = None
+    seed: int = 0
+    target: float = 0.90
+    timeout_s: float = 600.0
+    round_timeout_s: int = 30
+    live: bool = True
+
+
+@dataclass(kw_only=True)
+class DemoState:
+    round: int = 0
+    completed_rounds: int = 0
+    enrolled: set[str] = field(default_factory=set)
+    accepted_updates: int = 0
+    rejections: list[tuple[str, str, str]] = field(default_factory=list)  # client, reason, msg
+    accuracy: float | None = None
+    accuracy_digest: bytes | None = None
+    finished: bool = False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _python_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fedtee.cli.main", *args]
+
+
+def _spawn(cmd: list[str], log: Path, *, cwd: Path) -> subprocess.Popen[bytes]:
+    handle: IO[bytes] = log.open("wb")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"the server exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise ConfigError(f"the server did not listen on port {port} within {timeout_s:.0f}s")
+
+
+def _write_client_configs(workdir: Path, opts: DemoOptions, init: InitOptions) -> dict[str, Path]:
+    """One config per client: honest ones get one data share each; cheaters reuse share 0."""
+    out: dict[str, Path] = {}
+    shares = InitOptions(**{**init.__dict__, "clients_per_round": opts.clients})
+    for k in range(opts.clients):
+        cid = f"client-{k + 1}"
+        out[cid] = workdir / f"{cid}.toml"
+        out[cid].write_text(
+            client_toml(shares, client_id=cid, partition=k, seed=opts.seed), encoding="utf-8"
+        )
+    tamper = client_toml(shares, client_id=TAMPER_ID, partition=0, seed=opts.seed)
+    out[TAMPER_ID] = workdir / f"{TAMPER_ID}.toml"
+    out[TAMPER_ID].write_text(tamper, encoding="utf-8")
+    modified = client_toml(shares, client_id=MODIFIED_ID, partition=0, seed=opts.seed).replace(
+        HONEST_TRAINER, MODIFIED_TRAINER
+    )
+    out[MODIFIED_ID] = workdir / f"{MODIFIED_ID}.toml"
+    out[MODIFIED_ID].write_text(modified, encoding="utf-8")
+    return out
+
+
+class _Observer:
+    """Reads the running server's state store and artifacts (read-only use) for the display."""
+
+    def __init__(self, *, state_dir: Path, federation_id: str) -> None:
+        self.state_dir = state_dir
+        self.federation_id = federation_id
+        self._store: Any = None
+        self._artifacts: Any = None
+
+    def _open(self) -> bool:
+        if self._store is not None:
+            return True
+        paths = StatePaths.of(self.state_dir)
+        if not paths.database.exists():
+            return False
+        from fedtee.server.artifacts import ArtifactStore
+        from fedtee.server.store import StateStore
+
+        self._store = StateStore.open(str(paths.database))
+        self._artifacts = ArtifactStore(paths.artifacts)
+        return True
+
+    def poll(self, state: DemoState) -> list[tuple[str, str, str]]:
+        """Refresh ``state``; return rejections not seen before."""
+        if not self._open():
+            return []
+        store = self._store
+        fid = self.federation_id
+        rounds = store.rounds(fid)
+        if rounds:
+            state.round = max(r.number for r in rounds)
+        done = [r for r in rounds if r.output_model_digest is not None]
+        state.completed_rounds = len(done)
+        state.enrolled = {c.id for c in store.list_clients(fid)}
+        state.accepted_updates = sum(store.count_updates(fid, r.number) for r in rounds)
+        fed = store.get_federation(fid)
+        state.finished = fed is not None and fed.status.value == "finished"
+        new: list[tuple[str, str, str]] = []
+        for rej in store.rejections(fid):
+            item = (rej.client_id or "?", rej.reason.value, rej.message)
+            if item not in state.rejections:
+                state.rejections.append(item)
+                new.append(item)
+        if done:
+            latest = max(done, key=lambda r: r.number).output_model_digest
+            if latest != state.accuracy_digest:
+                from fedtee.client.examples import digits
+
+                arrays = self._artifacts.load_arrays(latest)
+                state.accuracy = digits.global_accuracy(arrays)
+                state.accuracy_digest = latest
+        return new
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _table(state: DemoState, opts: DemoOptions) -> Any:
+    from rich.table import Table
+
+    table = Table(title="fedtee demo: SIMULATED TEE, not hardware-backed", title_style="bold")
+    table.add_column("round")
+    table.add_column("enrolled clients")
+    table.add_column("accepted updates")
+    table.add_column("rejections")
+    table.add_column("global accuracy")
+    acc = "-" if state.accuracy is None else f"{state.accuracy:.3f}"
+    table.add_row(
+        f"{state.round}/{opts.rounds} ({state.completed_rounds} done)",
+        str(len(state.enrolled)),
+        str(state.accepted_updates),
+        str(len(state.rejections)),
+        acc,
+    )
+    return table
+
+
+def _stop(proc: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOutcome:
+    accuracy: float | None
+    tamper_rejected: str | None  # the reason, when rejected
+    modified_rejected: str | None
+    ledger_ok: bool
+    rounds_completed: int
+    workdir: Path
+
+    def success(self, target: float) -> bool:
+        return (
+            self.accuracy is not None
+            and self.accuracy >= target
+            and self.tamper_rejected is not None
+            and self.modified_rejected is not None
+            and self.ledger_ok
+        )
+
+
+def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
+    if opts.tee != "sim":
+        raise ConfigError("the demo runs on the simulated TEE only (--tee sim)")
+    if not 1 <= opts.clients <= 50 or not 1 <= opts.rounds <= 1000:
+        raise ConfigError("--clients must be 1..50 and --rounds 1..1000")
+    workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="fedtee-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    logs = workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    port = _free_port()
+    init = InitOptions(
+        directory=workdir,
+        federation_id="fedtee-demo",
+        with_sim=True,
+        port=port,
+        rounds=opts.rounds,
+        # Every enrolled client (the tamperer too, until it is caught) is asked each round.
+        clients_per_round=opts.clients + 1,
+        min_clients=max(1, opts.clients - 1),
+        force=True,
+    )
+    init_federation(init)
+    server_toml = workdir / "server.toml"
+    text = server_toml.read_text(encoding="utf-8")
+    server_toml.write_text(
+        text.replace("round_timeout_s = 60", f"round_timeout_s = {opts.round_timeout_s}"),
+        encoding="utf-8",
+    )
+    configs = _write_client_configs(workdir, opts, init)
+    console.print(f"[bold]fedtee demo[/] in {workdir} (server on 127.0.0.1:{port}, TLS)")
+    console.print(
+        f"{opts.clients} honest clients, {TAMPER_ID} (changes its update after signing), "
+        f"{MODIFIED_ID} (runs modified training code)"
+    )
+
+    server = _spawn(
+        _python_cli("server", "start", "--config", str(server_toml)),
+        logs / "server.log",
+        cwd=workdir,
+    )
+    clients: dict[str, subprocess.Popen[bytes]] = {}
+    observer = _Observer(state_dir=workdir / "state", federation_id=init.federation_id)
+    state = DemoState()
+    try:
+        _wait_for_port(port, server, timeout_s=60)
+        for cid, config in configs.items():
+            clients[cid] = _spawn(
+                _python_cli(
+                    "client",
+                    "start",
+                    "--config",
+                    str(config),
+                    *(["--cheat", "tamper-update"] if cid == TAMPER_ID else []),
+                ),
+                logs / f"{cid}.log",
+                cwd=workdir,
+            )
+        _watch(opts, state, observer, server, clients, console)
+    finally:
+        for proc in clients.values():
+            _stop(proc)
+        if server.poll() is None:
+            observer.poll(state)  # last look before the server goes away
+        _stop(server)
+        observer.close()
+
+    tamper = next(
+        (r for c, r, _ in state.rejections if c == TAMPER_ID and r in TAMPER_REASONS), None
+    )
+    modified = next((r for c, r, _ in state.rejections if c == MODIFIED_ID), None)
+    honest_rejected = [(c, r) for c, r, _ in state.rejections if c not in (TAMPER_ID, MODIFIED_ID)]
+    if honest_rejected:
+        console.print(f"[red]honest clients were rejected: {honest_rejected}[/]")
+    ledger_ok = _verify_ledger(workdir, console)
+    outcome = DemoOutcome(
+        accuracy=state.accuracy,
+        tamper_rejected=tamper,
+        modified_rejected=modified if modified == MODIFIED_REASON else None,
+        ledger_ok=ledger_ok,
+        rounds_completed=state.completed_rounds,
+        workdir=workdir,
+    )
+    _summary(outcome, opts, console)
+    return outcome
+
+
+def _watch(
+    opts: DemoOptions,
+    state: DemoState,
+    observer: _Observer,
+    server: subprocess.Popen[bytes],
+    clients: dict[str, subprocess.Popen[bytes]],
+    console: Any,
+) -> None:
+    from rich.live import Live
+
+    deadline = time.monotonic() + opts.timeout_s
+    honest = [c for c in clients if c not in (TAMPER_ID, MODIFIED_ID)]
+    with Live(_table(state, opts), console=console, refresh_per_second=4, transient=False) as live:
+        if not opts.live:
+            live.stop()
+        while time.monotonic() < deadline:
+            for client_id, reason, message in observer.poll(state):
+                console.print(f"[red]REJECTED[/] {client_id}: [bold]{reason}[/] {message}")
+            live.update(_table(state, opts))
+            if state.finished or state.completed_rounds >= opts.rounds:
+                break
+            if server.poll() is not None:
+                console.print(f"[red]the server exited with code {server.returncode}[/]")
+                break
+            if all(clients[c].poll() is not None for c in honest):
+                observer.poll(state)
+                break
+            time.sleep(0.5)
+        else:
+            console.print(f"[red]the demo timed out after {opts.timeout_s:.0f}s[/]")
+        live.update(_table(state, opts))
+    # Let honest clients hear FINISHED and exit on their own.
+    end = time.monotonic() + 10
+    while time.monotonic() < end and any(clients[c].poll() is None for c in honest):
+        time.sleep(0.2)
+
+
+def _verify_ledger(workdir: Path, console: Any) -> bool:
+    paths = StatePaths.of(workdir / "state")
+    if not paths.ledger.exists():
+        console.print("[red]no ledger was written[/]")
+        return False
+    console.rule("ledger verification (fedtee ledger verify)")
+    cmd = _python_cli("ledger", "verify", str(paths.ledger), "--server-key", str(paths.server_key))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    console.print(done.stdout.rstrip() or done.stderr.rstrip(), markup=False, highlight=False)
+    return done.returncode == 0
+
+
+def _summary(outcome: DemoOutcome, opts: DemoOptions, console: Any) -> None:
+    console.rule("result")
+    acc = "none" if outcome.accuracy is None else f"{outcome.accuracy:.3f}"
+    ok = outcome.accuracy is not None and outcome.accuracy >= opts.target
+    console.print(
+        f"honest federation: {outcome.rounds_completed} rounds, global accuracy {acc} "
+        f"({'meets' if ok else 'MISSES'} the target {opts.target:.2f})"
+    )
+    for who, reason, expected in (
+        (TAMPER_ID, outcome.tamper_rejected, "its update's digest"),
+        (MODIFIED_ID, outcome.modified_rejected, MODIFIED_REASON),
+    ):
+        verdict = f"rejected: {reason}" if reason else f"NOT rejected (expected {expected})"
+        console.print(f"{who}: {verdict}")
+    console.print(f"ledger: {'verifies' if outcome.ledger_ok else 'DOES NOT VERIFY'}")
+    console.print("all attestation results above are SIMULATED (not hardware-backed)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    opts = DemoOptions(
+        rounds=args.rounds,
+        clients=args.clients,
+        tee=args.tee,
+        workdir=Path(args.workdir) if args.workdir else None,
+        seed=args.seed,
+        target=args.target,
+        timeout_s=args.timeout,
+        live=not args.no_live,
+    )
+    console = Console()
+    try:
+        outcome = run_demo(opts, console=console)
+    except FedteeError as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        return 1
+    if opts.workdir is None:
+        if args.keep:
+            console.print(f"files, state and logs kept in {outcome.workdir}")
+        else:
+            shutil.rmtree(outcome.workdir, ignore_errors=True)
+    return 0 if outcome.success(opts.target) else 1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run a whole attested federation on this machine, with two cheating clients",
+        description=sys.modules[__name__].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="training rounds (default 10)")
+    parser.add_argument(
+        "--clients", type=int, default=5, help="honest client processes (default 5)"
+    )
+    parser.add_argument(
+        "--tee", default="sim", choices=["sim"], help="TEE backend (the demo needs sim)"
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="where to put the federation's files, state and logs (default: a new temp dir)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the non-IID data split")
+    parser.add_argument(
+        "--target", type=float, default=0.90, help="accuracy the honest federation must reach"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="give up after this many seconds"
+    )
+    parser.add_argument(
+        "--no-live", action="store_true", help="no live display (plain output, e.g. for logs)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary work directory afterwards"
+    )
+    parser.set_defaults(handler=_run)
+
+
+__all__ = ["DemoOptions", "DemoOutcome", "register", "run_demo"]
