@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedtee.attest.attesters._devfs import BlobTooLarge, OsFilesystem
 from fedtee.attest.attesters.configfs_tsm import (
@@ -406,3 +408,45 @@ def test_os_filesystem_read_is_bounded(tmp_path: Path) -> None:
 def test_v4_fixture_tail_is_the_known_test_marker() -> None:
     assert len(TDX_V4) == 4935
     assert TDX_V4_FILE[len(TDX_V4) :] == b"\nextra bytes(only for testing purpose)\n"
+
+
+# --- whatever the kernel hands back, the attester fails typed or returns evidence ----------
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    provider=st.sampled_from(["tdx_guest", "sev_guest", "arm_cca_guest"]),
+    template=st.sampled_from([TDX_V4, TDX_V5, SNP_REPORT, CCA_TOKEN, b""]),
+    cut=st.integers(min_value=0, max_value=6000),
+    flip=st.integers(min_value=0, max_value=6000),
+    junk=st.binary(max_size=64),
+    auxblob=st.one_of(st.none(), st.binary(max_size=256)),
+)
+def test_any_outblob_gives_evidence_or_a_device_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    provider: str,
+    template: bytes,
+    cut: int,
+    flip: int,
+    junk: bytes,
+    auxblob: bytes | None,
+) -> None:
+    root = tmp_path_factory.mktemp("tsm")
+    blob = bytearray(template[:cut] + junk)
+    if blob:
+        blob[flip % len(blob)] ^= 0x01
+
+    def make(inblob: bytes, privlevel: int | None) -> bytes:
+        return echo_report(bytes(blob), provider)(inblob, privlevel) if blob else b""
+
+    k = kernel(root, provider=provider, make_outblob=make, auxblob=auxblob)
+    try:
+        evidence = ConfigfsTsmAttester(root=root, filesystem=k).attest(rd(15))
+    except DeviceError as exc:
+        assert exc.reason is Reason.DEVICE_FAILED
+    else:
+        assert evidence.tee.value in ("tdx", "sev-snp", "cca")
+        assert evidence.data
+    assert leftover_entries(k) == []
