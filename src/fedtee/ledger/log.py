@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtee import identity
-from fedtee.errors import LedgerError, Reason, UpdateRejected, VerificationError
+from fedtee.errors import LedgerError, Reason, StorageError, UpdateRejected, VerificationError
 from fedtee.ledger.receipts import Receipt, SignedReceipt, receipt_hash, verify_receipt
 
 HASH_DOMAIN = b"fedtee/v1/ledger-entry\x00"
@@ -338,12 +338,25 @@ def _make_entry(*, seq: int, prev: str, kind: str, body: Mapping[str, Any]) -> E
 
 
 def _append_line(path: Path, line: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """Append one line durably, or leave the file as it was and raise StorageError.
+
+    A half-written line (disk full) would make every later entry unreadable, so on failure
+    the file is cut back to its previous length.
+    """
     try:
-        view = memoryview(line + b"\n")
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot open ledger {path}: {exc}") from exc
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(line + b"\n")
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise StorageError(f"ledger append failed: {exc}") from exc
     finally:
         os.close(fd)
 

@@ -384,3 +384,28 @@ def test_enrolment_attestation_must_be_a_json_object(tmp_path: Path, attestation
     with pytest.raises(LedgerError) as err:
         verify_ledger(fx.path.read_bytes(), server_public_key=SERVER_DER)
     assert err.value.reason is Reason.LEDGER_MALFORMED
+
+
+def test_failed_append_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    import fedtee.ledger.log as log_module
+    from fedtee.errors import StorageError
+
+    fx = _build(tmp_path)
+    before = fx.path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return real_write(fd, bytes(data[:10]))  # a short write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(log_module.os, "write", half_then_full)
+    with pytest.raises(StorageError):
+        fx.writer.rejection(reason=Reason.NONCE_REUSED, message="m", now_ms=NOW)
+    monkeypatch.undo()
+    assert fx.path.read_bytes() == before
+    fx.writer.rejection(reason=Reason.NONCE_REUSED, message="m", now_ms=NOW)  # goes on cleanly
+    assert verify_ledger(fx.path.read_bytes(), server_public_key=SERVER_DER).entries == 13
