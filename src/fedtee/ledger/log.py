@@ -2,12 +2,12 @@
 
 Each line is one entry, in canonical JSON (sorted keys, no spaces, ASCII)::
 
-    {"body":{...},"hash":"<hex>","kind":"receipt","prev":"<hex>","seq":7}
+    {"body":{...},"hash":"<hex>","kind":"receipt","prev_hash":"<hex>","seq":7}
 
-``hash = SHA-256(HASH_DOMAIN || canonical({"body","kind","prev","seq"}))`` and ``prev`` is the
-previous entry's hash (64 zeros for the first). A verifier insists that each line is exactly
-the canonical encoding of what it parsed, so one changed byte anywhere breaks either the
-syntax, the canonical form, a hash, a link or a signature.
+``hash = SHA-256(HASH_DOMAIN || canonical({"body","kind","prev_hash","seq"}))``, and
+``prev_hash`` is the previous entry's hash (64 zeros for the first). A verifier insists that
+each line is exactly the canonical encoding of what it parsed, so one changed byte anywhere
+breaks either the syntax, the canonical form, a hash, a link or a signature.
 
 Entry kinds and bodies (bytes as lower-case hex, times as Unix ms):
 - ``genesis``: federation_id, server_public_key (DER SPKI), unix_ms; always entry 0.
@@ -49,7 +49,7 @@ ZERO_HASH = "0" * 64
 MAX_LEDGER_BYTES = 1 << 30
 MAX_LINE_BYTES = 1 << 20
 
-_ENTRY_KEYS = frozenset({"seq", "prev", "kind", "body", "hash"})
+_ENTRY_KEYS = frozenset({"seq", "prev_hash", "kind", "body", "hash"})
 
 
 # --- canonical encoding ----------------------------------------------------------------------
@@ -61,8 +61,8 @@ def canonical_json(obj: Any) -> bytes:
     ).encode("ascii")
 
 
-def entry_hash(*, seq: int, prev: str, kind: str, body: Mapping[str, Any]) -> str:
-    payload = canonical_json({"seq": seq, "prev": prev, "kind": kind, "body": dict(body)})
+def entry_hash(*, seq: int, prev_hash: str, kind: str, body: Mapping[str, Any]) -> str:
+    payload = canonical_json({"seq": seq, "prev_hash": prev_hash, "kind": kind, "body": dict(body)})
     return hashlib.sha256(HASH_DOMAIN + payload).hexdigest()
 
 
@@ -140,7 +140,7 @@ _SCHEMAS: dict[str, dict[str, _Check]] = {
 @dataclass(frozen=True, kw_only=True)
 class Entry:
     seq: int
-    prev: str
+    prev_hash: str
     kind: str
     body: Mapping[str, Any]
     hash: str
@@ -149,7 +149,7 @@ class Entry:
         return canonical_json(
             {
                 "seq": self.seq,
-                "prev": self.prev,
+                "prev_hash": self.prev_hash,
                 "kind": self.kind,
                 "body": dict(self.body),
                 "hash": self.hash,
@@ -188,7 +188,7 @@ class LedgerWriter:
             "server_public_key": identity.public_key_der(server_key).hex(),
             "unix_ms": now_ms,
         }
-        genesis = _make_entry(seq=0, prev=ZERO_HASH, kind="genesis", body=body)
+        genesis = _make_entry(seq=0, prev_hash=ZERO_HASH, kind="genesis", body=body)
         _append_line(path, genesis.line())
         return cls(path, federation_id=federation_id, server_key=server_key, head=genesis)
 
@@ -214,7 +214,9 @@ class LedgerWriter:
 
     def _append(self, kind: str, body: Mapping[str, Any]) -> Entry:
         with self._lock:
-            entry = _make_entry(seq=self._head.seq + 1, prev=self._head.hash, kind=kind, body=body)
+            entry = _make_entry(
+                seq=self._head.seq + 1, prev_hash=self._head.hash, kind=kind, body=body
+            )
             _append_line(self.path, entry.line())
             self._head = entry
             return entry
@@ -320,20 +322,20 @@ class LedgerWriter:
                 "unix_ms": now_ms,
                 "signature": signature.hex(),
             }
-            entry = _make_entry(seq=head.seq + 1, prev=head.hash, kind="checkpoint", body=body)
+            entry = _make_entry(seq=head.seq + 1, prev_hash=head.hash, kind="checkpoint", body=body)
             _append_line(self.path, entry.line())
             self._head = entry
             return entry
 
 
-def _make_entry(*, seq: int, prev: str, kind: str, body: Mapping[str, Any]) -> Entry:
+def _make_entry(*, seq: int, prev_hash: str, kind: str, body: Mapping[str, Any]) -> Entry:
     body = dict(body)
     return Entry(
         seq=seq,
-        prev=prev,
+        prev_hash=prev_hash,
         kind=kind,
         body=body,
-        hash=entry_hash(seq=seq, prev=prev, kind=kind, body=body),
+        hash=entry_hash(seq=seq, prev_hash=prev_hash, kind=kind, body=body),
     )
 
 
@@ -452,9 +454,15 @@ def _parse_line(line: bytes, index: int, *, strict_seq: bool = True) -> Entry:
         raise LedgerError(f"{where}: not canonical JSON: {exc}") from exc
     if not isinstance(obj, dict) or set(obj) != _ENTRY_KEYS:
         raise LedgerError(f"{where}: entry must have exactly {sorted(_ENTRY_KEYS)}")
-    seq, prev, kind, body, hash_ = obj["seq"], obj["prev"], obj["kind"], obj["body"], obj["hash"]
-    if not (_is_int(seq) and _is_digest(prev) and _is_digest(hash_)):
-        raise LedgerError(f"{where}: seq, prev or hash has the wrong type")
+    seq, prev_hash, kind, body, hash_ = (
+        obj["seq"],
+        obj["prev_hash"],
+        obj["kind"],
+        obj["body"],
+        obj["hash"],
+    )
+    if not (_is_int(seq) and _is_digest(prev_hash) and _is_digest(hash_)):
+        raise LedgerError(f"{where}: seq, prev_hash or hash has the wrong type")
     if not isinstance(kind, str) or kind not in _SCHEMAS:
         raise LedgerError(f"{where}: unknown kind {kind!r}")
     schema = _SCHEMAS[kind]
@@ -463,7 +471,7 @@ def _parse_line(line: bytes, index: int, *, strict_seq: bool = True) -> Entry:
     bad = sorted(name for name, check in schema.items() if not check(body[name]))
     if bad:
         raise LedgerError(f"{where}: {kind} fields {bad} have the wrong type")
-    entry = Entry(seq=seq, prev=prev, kind=kind, body=body, hash=hash_)
+    entry = Entry(seq=seq, prev_hash=prev_hash, kind=kind, body=body, hash=hash_)
     if entry.line() != line:
         raise LedgerError(f"{where}: not in canonical encoding")
     if strict_seq and seq != index:
@@ -544,11 +552,13 @@ def verify_ledger(data: bytes, *, server_public_key: bytes | None) -> LedgerRepo
         entry = _parse_line(line, index)
         where = f"entry {index} ({entry.kind})"
         # 3. The hash chain.
-        if entry.prev != prev_hash:
+        if entry.prev_hash != prev_hash:
             raise _broken(
-                f"{where}: prev {entry.prev[:16]}... does not link to {prev_hash[:16]}..."
+                f"{where}: prev_hash {entry.prev_hash[:16]}... does not link to {prev_hash[:16]}..."
             )
-        computed = entry_hash(seq=entry.seq, prev=entry.prev, kind=entry.kind, body=entry.body)
+        computed = entry_hash(
+            seq=entry.seq, prev_hash=entry.prev_hash, kind=entry.kind, body=entry.body
+        )
         if not hmac.compare_digest(computed, entry.hash):
             raise _broken(f"{where}: hash does not match its content")
         body = entry.body

@@ -105,12 +105,12 @@ def _lines(data: bytes) -> list[dict[str, object]]:
 
 def _rehash(entries: list[dict[str, object]]) -> bytes:
     """Rebuild a self-consistent chain, as a forger without the server key would."""
-    prev = "0" * 64
+    prev_hash = "0" * 64
     out = []
     for i, e in enumerate(entries):
-        e["seq"], e["prev"] = i, prev
-        e["hash"] = entry_hash(seq=i, prev=prev, kind=e["kind"], body=e["body"])  # type: ignore[arg-type]
-        prev = e["hash"]  # type: ignore[assignment]
+        e["seq"], e["prev_hash"] = i, prev_hash
+        e["hash"] = entry_hash(seq=i, prev_hash=prev_hash, kind=e["kind"], body=e["body"])  # type: ignore[arg-type]
+        prev_hash = e["hash"]  # type: ignore[assignment]
         out.append(canonical_json(e))
     return b"\n".join(out) + b"\n"
 
@@ -169,13 +169,13 @@ def test_rehashed_forgery_fails_the_checkpoint_signature(tmp_path: Path) -> None
     entries = _lines(_build(tmp_path).path.read_bytes())
     entries[3]["body"]["message"] = "nothing to see"  # type: ignore[index]
     # The forger fixes every hash and even the checkpoint heads, but cannot re-sign.
-    prev = "0" * 64
+    prev_hash = "0" * 64
     for i, e in enumerate(entries):
         if e["kind"] == "checkpoint":
-            e["body"]["head"] = prev  # type: ignore[index]
-        e["seq"], e["prev"] = i, prev
-        e["hash"] = entry_hash(seq=i, prev=prev, kind=e["kind"], body=e["body"])  # type: ignore[arg-type]
-        prev = e["hash"]  # type: ignore[assignment]
+            e["body"]["head"] = prev_hash  # type: ignore[index]
+        e["seq"], e["prev_hash"] = i, prev_hash
+        e["hash"] = entry_hash(seq=i, prev_hash=prev_hash, kind=e["kind"], body=e["body"])  # type: ignore[arg-type]
+        prev_hash = e["hash"]  # type: ignore[assignment]
     forged = b"\n".join(canonical_json(e) for e in entries) + b"\n"
     with pytest.raises(LedgerError) as err:
         verify_ledger(forged, server_public_key=SERVER_DER)
