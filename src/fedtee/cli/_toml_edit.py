@@ -261,6 +261,7 @@ def _append_to_array(text: str, entry: _KeyValue, value: str, comment: str | Non
         after = s.skip_ws_nl_comments(last_end)
         if text[after] != ",":
             text = text[:last_end] + "," + text[last_end:]
+            s = _Scanner(text)  # offsets after last_end moved by one
             close += 1
             after = last_end
         anchor = after + 1

@@ -335,6 +335,9 @@ _COMMENTS = st.one_of(st.none(), st.text(st.characters(min_codepoint=0x20, max_c
             f'version = 1\n[tee.sgx.reference]\nmrenclave = ["{H32}"]\n[tee.sim]\n',
             f'version = 1\n[tee.sgx.reference]\nmrenclave = [\n  # keep\n  "{H32}"\n]\n',
             f"version = 1\n[tee]\nsgx.reference.mrsigner = ['{H32}', ]\n",
+            f'version = 1\n[tee.sgx.reference]\nmrenclave = [\n  "{H32}"  # keep\n]\n',
+            "version = 1\r\n[tee.sgx.reference] # v\r\nmrsigner = [ # keep\r\n]\r\n",
+            f"version = 1\n[tee.sgx.reference]\nmrenclave = ['{H32}',\n]\n[tee.sgx.min_svn]\n",
         ]
     ),
     ops=st.lists(st.tuples(_NAMES, _VALUES, _COMMENTS), min_size=1, max_size=5),
@@ -352,3 +355,14 @@ def test_any_sequence_of_additions_is_exactly_reflected(
         assert tomllib.loads(text) == expected
     for comment in ("# v", "# enclave", "# keep"):
         assert comment not in start or comment in text
+
+
+def test_value_after_an_element_with_comment_and_no_comma() -> None:
+    text = "version = 1\n[tee.sgx.reference]\nmrenclave = [\n  'aa',\n  'bb'  # last\n]\n"
+
+    out = append_string(text, ("tee", "sgx", "reference"), "mrenclave", H32, "new")
+
+    assert out == (
+        "version = 1\n[tee.sgx.reference]\nmrenclave = [\n  'aa',\n  'bb',  # last\n"
+        f'  "{H32}",  # new\n]\n'
+    )
