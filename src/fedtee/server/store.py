@@ -50,7 +50,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -365,7 +365,12 @@ class StateStore:
             if engine.dialect.name == "sqlite":
                 event.listen(engine, "connect", _set_sqlite_pragmas)
             self._engine = engine
-            _Base.metadata.create_all(engine)
+            try:
+                _Base.metadata.create_all(engine)
+            except OperationalError:
+                # Another process (a second reader such as the demo's display) created the
+                # tables between our existence check and our CREATE; they are there now.
+                _Base.metadata.create_all(engine)
             self._sessions = sessionmaker(engine, expire_on_commit=False)
             self._lock = threading.RLock()
             self._check_schema()

@@ -422,3 +422,18 @@ def test_sigkill_mid_upload_keeps_accepted_updates_and_their_files(tmp_path: Pat
         assert digest(arts.read_bytes(u.update_digest)) == u.update_digest
         assert Path(u.artifact_path).is_file()
     store.close()
+
+
+def test_a_second_process_can_read_a_live_store(tmp_path: Path) -> None:
+    db = str(tmp_path / "state.db")
+    writer = StateStore.open(db)
+    writer.create_federation(federation_id=FED, config={}, now_ms=NOW)
+    code = (
+        "import sys; from fedtee.server.store import StateStore;"
+        "s = StateStore.open(sys.argv[1]); print(s.get_federation('fed-1').id)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, db], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == FED
+    writer.close()
