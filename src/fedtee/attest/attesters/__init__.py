@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedtee.attest.attesters._devfs import DeviceFilesystem, OsFilesystem
 from fedtee.attest.model import Attester, TeeType
 from fedtee.errors import ConfigError, DeviceError, Reason
 
@@ -43,7 +44,9 @@ _PSA_HINT = (
 )
 
 
-def detect(*, root: str | os.PathLike[str] = "/", filesystem: Any = None) -> str:
+def detect(
+    *, root: str | os.PathLike[str] = "/", filesystem: DeviceFilesystem | None = None
+) -> str:
     """The TEE name this machine offers, found in this order:
 
     1. configfs-tsm (``sys/kernel/config/tsm/report`` under ``root``) with a provider fedtee
@@ -56,9 +59,8 @@ def detect(*, root: str | os.PathLike[str] = "/", filesystem: Any = None) -> str
     :mod:`fedtee.attest.testing.configfs_tsm`).
     """
     from fedtee.attest.attesters import configfs_tsm, gramine
-    from fedtee.attest.attesters._devfs import OsFilesystem
 
-    fs = filesystem if filesystem is not None else OsFilesystem()
+    fs: DeviceFilesystem = filesystem if filesystem is not None else OsFilesystem()
     looked: list[str] = []
 
     try:
