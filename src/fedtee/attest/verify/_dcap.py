@@ -35,9 +35,15 @@ kind                   key                          content
 ``sgx-qe-identity``    ``default``                  Intel PCS QE identity JSON (id "QE")
 ``tdx-qe-identity``    ``default``                  Intel PCS QE identity JSON (id "TD_QE")
 ``pck-crl``            ``platform`` / ``processor`` DER CRL of the PCK's issuing CA
-``root-crl``           ``intel``                    DER CRL of the Intel SGX Root CA
+``root-crl``           ``intel`` (*)                DER CRL of the Intel SGX Root CA
 ``tcb-signing-chain``  ``intel``                    PEM: TCB Signing certificate (+ root)
 =====================  ===========================  ==========================================
+
+(*) for a trusted root other than the real Intel SGX Root CA (fake roots in tests), the key is
+that root's SHA-256 fingerprint in hex (:func:`root_crl_key`).
+
+Expiry of the TCB Signing certificate (step 6) is reported as ``CollateralError`` with
+``CERT_EXPIRED``; a TCB info or QE identity past its nextUpdate as ``COLLATERAL_EXPIRED``.
 
 Results of the costly steps that depend only on their input bytes (chain signatures, CRL
 signatures, collateral signatures and JSON parsing) are cached per process by a SHA-256
@@ -91,6 +97,10 @@ _TAG_SEQUENCE: Final = 0x30
 
 MAX_COLLATERAL_BYTES: Final = 512 * 1024
 _CACHE_LIMIT: Final = 256
+# The real Intel SGX Root CA (same pin as fedtee.attest.trust.intel.ROOT_FINGERPRINT).
+INTEL_ROOT_FINGERPRINT: Final = bytes.fromhex(
+    "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -856,6 +866,13 @@ class QuoteSignatures:
     warnings: tuple[str, ...]
 
 
+def root_crl_key(root: x509.Certificate) -> str:
+    """``intel`` for the real Intel SGX Root CA, else the root's SHA-256 fingerprint (hex):
+    a verifier trusting several roots (e.g. a fake one in tests) needs one CRL per root."""
+    fingerprint = root.fingerprint(hashes.SHA256())
+    return "intel" if fingerprint == INTEL_ROOT_FINGERPRINT else fingerprint.hex()
+
+
 def _pck_crl_key(issuer: x509.Certificate) -> str:
     cn = _cn(issuer)
     if "Platform" in cn:
@@ -893,7 +910,7 @@ def verify_quote_signatures(
     check_revocation(
         pck_ca,
         root,
-        _collateral(collateral, "root-crl", "intel"),
+        _collateral(collateral, "root-crl", root_crl_key(root)),
         now=now,
         what="root CRL",
         warnings=warnings,
@@ -966,7 +983,7 @@ def tcb_signer(
     check_revocation(
         signer,
         chain[-1],
-        _collateral(collateral, "root-crl", "intel"),
+        _collateral(collateral, "root-crl", root_crl_key(chain[-1])),
         now=now,
         what="root CRL",
         warnings=warnings,
@@ -1000,7 +1017,6 @@ def verify_quote(
         signer=signer,
         what=what,
     )
-    _check_window(info.issue_date, info.next_update, now, what)
     if info.fmspc != pck.fmspc or info.pce_id != pck.pce_id:
         raise CollateralError(
             f"{what}: for FMSPC {info.fmspc.hex()} / PCE {info.pce_id.hex()}, the PCK "
@@ -1012,6 +1028,7 @@ def verify_quote(
             f"{what}: tcbInfo is for {info.id}, the quote is {tee.value}",
             reason=Reason.COLLATERAL_MISMATCH,
         )
+    _check_window(info.issue_date, info.next_update, now, what)
 
     # Step 8: QE identity.
     qe_what = f"{prefix}-qe-identity/default"
@@ -1123,6 +1140,7 @@ __all__ = [
     "parse_pck_extensions",
     "parse_qe_identity",
     "parse_tcb_info",
+    "root_crl_key",
     "split_signed_json",
     "tcb_signer",
     "trusted_roots",
