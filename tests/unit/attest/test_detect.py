@@ -164,3 +164,19 @@ def test_sim_is_built_by_name() -> None:
 
     assert attester.tee is TeeType.SIM
     assert attester.attest(bytes(64)).tee is TeeType.SIM
+
+
+class _NoPermission(FakeTsmKernel):
+    def mkdir(self, path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+
+def test_unprivileged_configfs_falls_through_and_says_why(tmp_path: Path) -> None:
+    fake = _NoPermission(tmp_path, provider="tdx_guest")
+
+    with pytest.raises(DeviceError) as err:
+        detect(root=tmp_path, filesystem=fake)
+
+    assert "run the client as root" in err.value.message
+    add_tpm(tmp_path)
+    assert detect(root=tmp_path, filesystem=fake) == "tpm"
