@@ -1,0 +1,1 @@
+"""Generated package; do not edit."""

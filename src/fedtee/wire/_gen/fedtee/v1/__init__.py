@@ -1,0 +1,1 @@
+"""Generated fedtee.v1 messages and service stubs; do not edit."""

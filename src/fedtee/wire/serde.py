@@ -1,0 +1,325 @@
+"""The one place protobuf meets domain types: paired ``x_to_proto`` / ``x_from_proto``.
+
+``*_from_proto`` functions read what a peer sent, so they check every size against
+:mod:`fedtee.wire.limits` and raise :class:`~fedtee.errors.ProtocolError`
+(MESSAGE_MALFORMED / MESSAGE_TOO_LARGE) or the evidence's own
+:class:`~fedtee.errors.EvidenceFormatError`; never anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fedtee.attest.model import Evidence, TeeType
+from fedtee.errors import ProtocolError, Reason
+from fedtee.ledger.receipts import MAX_RECEIPT_BYTES, SignedReceipt
+from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
+from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits, check_size
+from fedtee.wire.messages import (
+    Challenge,
+    ChallengeRequest,
+    EnrollRequest,
+    Enrolment,
+    ModelChunk,
+    ModelRequest,
+    SubmitOutcome,
+    Task,
+    TaskKind,
+    UpdateHeader,
+)
+
+MAX_AUX_KEY_LEN = 64
+MAX_REASON_LEN = 64
+MAX_TEXT_LEN = 4096
+MAX_SIGNATURE_BYTES = 80
+DIGEST_BYTES = 32
+
+
+def _malformed(message: str) -> ProtocolError:
+    return ProtocolError(message, reason=Reason.MESSAGE_MALFORMED)
+
+
+def _check_id(what: str, value: str, limits: WireLimits) -> str:
+    if not 0 < len(value) <= limits.max_id_len:
+        raise _malformed(f"{what} must be 1..{limits.max_id_len} characters")
+    return value
+
+
+def _aux_from(aux: Mapping[str, bytes], *, limit: int, what: str) -> dict[str, bytes]:
+    total = 0
+    out: dict[str, bytes] = {}
+    for key, value in aux.items():
+        if not 0 < len(key) <= MAX_AUX_KEY_LEN:
+            raise _malformed(f"{what} key {key[:MAX_AUX_KEY_LEN]!r} has a bad length")
+        total += len(value)
+        out[key] = bytes(value)
+    check_size(what, total, limit)
+    return out
+
+
+# --- evidence --------------------------------------------------------------------------------
+
+
+def evidence_to_proto(evidence: Evidence) -> pb.Evidence:
+    return pb.Evidence(tee=evidence.tee.value, data=evidence.data, aux=dict(evidence.aux))
+
+
+def evidence_from_proto(msg: pb.Evidence, *, limits: WireLimits = DEFAULT_LIMITS) -> Evidence:
+    check_size("evidence", len(msg.data), limits.max_evidence_bytes)
+    aux = _aux_from(msg.aux, limit=limits.max_evidence_bytes, what="evidence aux")
+    # Evidence checks its own bounds (EvidenceFormatError) and the type name.
+    return Evidence(TeeType.parse(msg.tee), bytes(msg.data), aux)
+
+
+# --- challenge -------------------------------------------------------------------------------
+
+
+def challenge_request_to_proto(req: ChallengeRequest) -> pb.ChallengeRequest:
+    return pb.ChallengeRequest(client_id=req.client_id, tee=req.tee.value, aux=dict(req.aux))
+
+
+def challenge_request_from_proto(
+    msg: pb.ChallengeRequest, *, limits: WireLimits = DEFAULT_LIMITS
+) -> ChallengeRequest:
+    return ChallengeRequest(
+        client_id=_check_id("client_id", msg.client_id, limits),
+        tee=TeeType.parse(msg.tee),
+        aux=_aux_from(msg.aux, limit=limits.max_challenge_aux_bytes, what="challenge aux"),
+    )
+
+
+def challenge_to_proto(ch: Challenge) -> pb.Challenge:
+    return pb.Challenge(
+        nonce=ch.nonce,
+        expires_unix_ms=ch.expires_unix_ms,
+        federation_id=ch.federation_id,
+        aux=dict(ch.aux),
+    )
+
+
+def challenge_from_proto(msg: pb.Challenge, *, limits: WireLimits = DEFAULT_LIMITS) -> Challenge:
+    if not 16 <= len(msg.nonce) <= 64:
+        raise _malformed(f"nonce of {len(msg.nonce)} bytes (want 16..64)")
+    return Challenge(
+        nonce=bytes(msg.nonce),
+        expires_unix_ms=msg.expires_unix_ms,
+        federation_id=_check_id("federation_id", msg.federation_id, limits),
+        aux=_aux_from(msg.aux, limit=limits.max_challenge_aux_bytes, what="challenge aux"),
+    )
+
+
+# --- enrolment -------------------------------------------------------------------------------
+
+
+def enroll_request_to_proto(req: EnrollRequest) -> pb.EnrollRequest:
+    return pb.EnrollRequest(
+        client_id=req.client_id,
+        nonce=req.nonce,
+        public_key=req.public_key,
+        evidence=evidence_to_proto(req.evidence),
+    )
+
+
+def enroll_request_from_proto(
+    msg: pb.EnrollRequest, *, limits: WireLimits = DEFAULT_LIMITS
+) -> EnrollRequest:
+    if not msg.HasField("evidence"):
+        raise _malformed("enrol request carries no evidence")
+    if not 0 < len(msg.nonce) <= 64:
+        raise _malformed(f"nonce of {len(msg.nonce)} bytes")
+    if not 0 < len(msg.public_key) <= 4096:
+        raise _malformed(f"public key of {len(msg.public_key)} bytes")
+    return EnrollRequest(
+        client_id=_check_id("client_id", msg.client_id, limits),
+        nonce=bytes(msg.nonce),
+        public_key=bytes(msg.public_key),
+        evidence=evidence_from_proto(msg.evidence, limits=limits),
+    )
+
+
+def enrolment_to_proto(e: Enrolment) -> pb.EnrollResponse:
+    return pb.EnrollResponse(
+        accepted=e.accepted,
+        reason=e.reason,
+        message=e.message,
+        credential=e.credential,
+        credential_expires_unix_ms=e.credential_expires_unix_ms,
+        attestation_result_json=e.attestation_result_json,
+    )
+
+
+def enrolment_from_proto(msg: pb.EnrollResponse) -> Enrolment:
+    if len(msg.credential) > 4096 or len(msg.attestation_result_json) > 1 << 20:
+        raise ProtocolError("enrol response too large", reason=Reason.MESSAGE_TOO_LARGE)
+    return Enrolment(
+        accepted=msg.accepted,
+        reason=msg.reason[:MAX_REASON_LEN],
+        message=msg.message[:MAX_TEXT_LEN],
+        credential=bytes(msg.credential),
+        credential_expires_unix_ms=msg.credential_expires_unix_ms,
+        attestation_result_json=msg.attestation_result_json,
+    )
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+_KIND_TO_PROTO = {
+    TaskKind.TRAIN: pb.Task.TRAIN,
+    TaskKind.WAIT: pb.Task.WAIT,
+    TaskKind.FINISHED: pb.Task.FINISHED,
+    TaskKind.REATTEST: pb.Task.REATTEST,
+}
+_KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
+
+
+def task_to_proto(task: Task) -> pb.Task:
+    return pb.Task(
+        kind=_KIND_TO_PROTO[task.kind],
+        round=task.round,
+        global_model_digest=task.global_model_digest,
+        global_model_size=task.global_model_size,
+        retry_after_ms=task.retry_after_ms,
+        config=dict(task.config),
+        deadline_unix_ms=task.deadline_unix_ms,
+        federation_id=task.federation_id,
+    )
+
+
+def task_from_proto(msg: pb.Task, *, limits: WireLimits = DEFAULT_LIMITS) -> Task:
+    kind = _KIND_FROM_PROTO.get(msg.kind)
+    if kind is None:
+        raise _malformed(f"unknown task kind {msg.kind}")
+    if msg.global_model_digest and len(msg.global_model_digest) != DIGEST_BYTES:
+        raise _malformed("global model digest is not 32 bytes")
+    check_size("global model", msg.global_model_size, limits.max_model_bytes)
+    if len(msg.config) > limits.max_config_entries:
+        raise ProtocolError("too many config entries", reason=Reason.MESSAGE_TOO_LARGE)
+    return Task(
+        kind=kind,
+        round=msg.round,
+        global_model_digest=bytes(msg.global_model_digest),
+        global_model_size=msg.global_model_size,
+        retry_after_ms=msg.retry_after_ms,
+        config=dict(msg.config),
+        deadline_unix_ms=msg.deadline_unix_ms,
+        federation_id=msg.federation_id,
+    )
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def model_request_to_proto(req: ModelRequest) -> pb.ModelRequest:
+    return pb.ModelRequest(round=req.round, digest=req.digest, offset=req.offset)
+
+
+def model_request_from_proto(msg: pb.ModelRequest) -> ModelRequest:
+    if len(msg.digest) != DIGEST_BYTES:
+        raise _malformed("model digest is not 32 bytes")
+    return ModelRequest(round=msg.round, digest=bytes(msg.digest), offset=msg.offset)
+
+
+def model_chunk_to_proto(chunk: ModelChunk) -> pb.ModelChunk:
+    return pb.ModelChunk(data=chunk.data, offset=chunk.offset, total_size=chunk.total_size)
+
+
+def model_chunk_from_proto(
+    msg: pb.ModelChunk, *, limits: WireLimits = DEFAULT_LIMITS
+) -> ModelChunk:
+    check_size("model chunk", len(msg.data), limits.chunk_bytes)
+    check_size("model", msg.total_size, limits.max_model_bytes)
+    if msg.offset + len(msg.data) > msg.total_size:
+        raise _malformed("model chunk runs past the model's declared size")
+    return ModelChunk(data=bytes(msg.data), offset=msg.offset, total_size=msg.total_size)
+
+
+# --- updates ---------------------------------------------------------------------------------
+
+
+def signed_receipt_to_proto(signed: SignedReceipt) -> pb.SignedReceipt:
+    return pb.SignedReceipt(receipt=signed.receipt, signature=signed.signature)
+
+
+def signed_receipt_from_proto(msg: pb.SignedReceipt) -> SignedReceipt:
+    check_size("receipt", len(msg.receipt), MAX_RECEIPT_BYTES)
+    check_size("receipt signature", len(msg.signature), MAX_SIGNATURE_BYTES)
+    return SignedReceipt(receipt=bytes(msg.receipt), signature=bytes(msg.signature))
+
+
+def update_header_to_proto(header: UpdateHeader) -> pb.UpdateChunk:
+    return pb.UpdateChunk(
+        header=pb.UpdateHeader(
+            receipt=signed_receipt_to_proto(header.receipt),
+            size=header.size,
+            encoding=header.encoding,
+        )
+    )
+
+
+def update_header_from_proto(
+    msg: pb.UpdateChunk, *, limits: WireLimits = DEFAULT_LIMITS
+) -> UpdateHeader:
+    if msg.WhichOneof("part") != "header":
+        raise _malformed("an update stream must start with its header")
+    header = msg.header
+    if not header.HasField("receipt"):
+        raise _malformed("update header carries no receipt")
+    check_size("update", header.size, limits.max_model_bytes)
+    if header.encoding not in ("", "safetensors"):
+        raise _malformed(f"update encoding {header.encoding[:32]!r} is not supported")
+    return UpdateHeader(
+        receipt=signed_receipt_from_proto(header.receipt), size=header.size, encoding="safetensors"
+    )
+
+
+def update_data_to_proto(data: bytes) -> pb.UpdateChunk:
+    return pb.UpdateChunk(data=data)
+
+
+def update_data_from_proto(msg: pb.UpdateChunk, *, limits: WireLimits = DEFAULT_LIMITS) -> bytes:
+    if msg.WhichOneof("part") != "data":
+        raise _malformed("only data may follow the update header")
+    check_size("update chunk", len(msg.data), limits.chunk_bytes)
+    return bytes(msg.data)
+
+
+def submit_outcome_to_proto(outcome: SubmitOutcome) -> pb.SubmitResult:
+    return pb.SubmitResult(
+        accepted=outcome.accepted, reason=outcome.reason, message=outcome.message
+    )
+
+
+def submit_outcome_from_proto(msg: pb.SubmitResult) -> SubmitOutcome:
+    return SubmitOutcome(
+        accepted=msg.accepted,
+        reason=msg.reason[:MAX_REASON_LEN],
+        message=msg.message[:MAX_TEXT_LEN],
+    )
+
+
+__all__ = [
+    "challenge_from_proto",
+    "challenge_request_from_proto",
+    "challenge_request_to_proto",
+    "challenge_to_proto",
+    "enroll_request_from_proto",
+    "enroll_request_to_proto",
+    "enrolment_from_proto",
+    "enrolment_to_proto",
+    "evidence_from_proto",
+    "evidence_to_proto",
+    "model_chunk_from_proto",
+    "model_chunk_to_proto",
+    "model_request_from_proto",
+    "model_request_to_proto",
+    "signed_receipt_from_proto",
+    "signed_receipt_to_proto",
+    "submit_outcome_from_proto",
+    "submit_outcome_to_proto",
+    "task_from_proto",
+    "task_to_proto",
+    "update_data_from_proto",
+    "update_data_to_proto",
+    "update_header_from_proto",
+    "update_header_to_proto",
+]
