@@ -1039,13 +1039,13 @@ def verify_quote(
         signer=signer,
         what=qe_what,
     )
-    _check_window(qe_id.issue_date, qe_id.next_update, now, qe_what)
     wanted_id = "TD_QE" if tee is TeeType.TDX else "QE"
     if qe_id.id != wanted_id:
         raise CollateralError(
             f"{qe_what}: identity {qe_id.id!r}, expected {wanted_id!r}",
             reason=Reason.COLLATERAL_MISMATCH,
         )
+    _check_window(qe_id.issue_date, qe_id.next_update, now, qe_what)
     qe: SgxReportBody = quote.certification.qe_report
     if (
         qe.mrsigner != qe_id.mrsigner
