@@ -26,9 +26,11 @@ every byte before ``sig_len`` (:attr:`Quote.signed_bytes`).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cache
 from typing import Any, Final
 
 from fedtee.attest.model import MAX_EVIDENCE_BYTES, Evidence, TeeType
@@ -153,6 +155,18 @@ _BODY_LAYOUTS: Final[dict[BodyType, Layout]] = {
 }
 
 
+@cache
+def _compiled(layout: Layout) -> struct.Struct:
+    """One struct per layout table (the table stays the single source of offsets)."""
+    ints = {2: "H", 4: "I", 8: "Q"}
+    return struct.Struct("<" + "".join(ints[n] if k == "u" else f"{n}s" for _, n, k in layout))
+
+
+@cache
+def _names(layout: Layout) -> tuple[str, ...]:
+    return tuple(name for name, _, _ in layout)
+
+
 def _fail(message: str, reason: Reason = Reason.EVIDENCE_MALFORMED) -> EvidenceFormatError:
     return EvidenceFormatError(message, reason=reason)
 
@@ -182,6 +196,12 @@ class _Reader:
         return out
 
     def layout(self, layout: Layout) -> dict[str, Any]:
+        compiled = _compiled(layout)
+        if self._pos + compiled.size <= len(self._data):
+            values = compiled.unpack_from(self._data, self._pos)
+            self._pos += compiled.size
+            return dict(zip(_names(layout), values, strict=True))
+        # Too short: read field by field so the error names the field that is cut off.
         out: dict[str, Any] = {}
         for name, size, kind in layout:
             raw = self.take(size, name)

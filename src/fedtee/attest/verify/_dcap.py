@@ -249,8 +249,22 @@ def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+_fp_cache: _Cache[int, tuple[x509.Certificate, bytes]] = _Cache()
+
+
+def fingerprint(cert: x509.Certificate) -> bytes:
+    """SHA-256 of the certificate's DER, memoised per certificate object: the same objects
+    (trusted roots, cached chains) come back on every verification."""
+    hit = _fp_cache.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    value = cert.fingerprint(hashes.SHA256())
+    _fp_cache.put(id(cert), (cert, value))
+    return value
+
+
 def _roots_key(roots: Sequence[x509.Certificate]) -> tuple[bytes, ...]:
-    return tuple(r.fingerprint(hashes.SHA256()) for r in roots)
+    return tuple(fingerprint(r) for r in roots)
 
 
 # --- signatures ------------------------------------------------------------------------
@@ -340,9 +354,9 @@ def _build_chain(
     what: str,
     error: ErrorFactory,
 ) -> _Chain:
-    root_fps = {r.fingerprint(hashes.SHA256()) for r in roots}
+    root_fps = {fingerprint(r) for r in roots}
     # A copy of the root inside the chain proves nothing; drop it and find the trusted one.
-    path = [c for c in certs if c.fingerprint(hashes.SHA256()) not in root_fps]
+    path = [c for c in certs if fingerprint(c) not in root_fps]
     if not path:
         raise error(f"{what}: no certificate below the root", Reason.CHAIN_INVALID)
     for child, issuer in itertools.pairwise(path):
@@ -411,7 +425,7 @@ _crl_cache: _Cache[tuple[bytes, bytes], _Crl] = _Cache()
 
 
 def _load_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
-    key = (_digest(der), issuer.fingerprint(hashes.SHA256()))
+    key = (_digest(der), fingerprint(issuer))
     cached = _crl_cache.get(key)
     if cached is not None:
         return cached
@@ -737,7 +751,7 @@ def _signed_document(
     what: str,
 ) -> _D:
     """Step 7/8: the signature by the TCB signing key over the exact body bytes."""
-    key = (_digest(data), signer.fingerprint(hashes.SHA256()), top)
+    key = (_digest(data), fingerprint(signer), top)
     cached = _doc_cache.get(key)
     if cached is not None:
         parsed: _D = cached
@@ -869,8 +883,8 @@ class QuoteSignatures:
 def root_crl_key(root: x509.Certificate) -> str:
     """``intel`` for the real Intel SGX Root CA, else the root's SHA-256 fingerprint (hex):
     a verifier trusting several roots (e.g. a fake one in tests) needs one CRL per root."""
-    fingerprint = root.fingerprint(hashes.SHA256())
-    return "intel" if fingerprint == INTEL_ROOT_FINGERPRINT else fingerprint.hex()
+    digest = fingerprint(root)
+    return "intel" if digest == INTEL_ROOT_FINGERPRINT else digest.hex()
 
 
 def _pck_crl_key(issuer: x509.Certificate) -> str:
@@ -959,7 +973,7 @@ _ext_cache: _Cache[bytes, PckExtensions] = _Cache()
 
 
 def _pck_extensions(cert: x509.Certificate) -> PckExtensions:
-    fp = cert.fingerprint(hashes.SHA256())
+    fp = fingerprint(cert)
     cached = _ext_cache.get(fp)
     return cached if cached is not None else _ext_cache.put(fp, parse_pck_extensions(cert))
 
