@@ -1,7 +1,8 @@
 """What the client runtime needs from the network, as one small Protocol.
 
-The runtime speaks only these domain types; :mod:`fedtee.client.grpc_transport` maps them to
-the fedtee.v1 gRPC messages, and tests use an in-memory fake. Connection trouble is raised as
+The runtime speaks only domain types (:mod:`fedtee.wire.messages`, re-exported here);
+:mod:`fedtee.client.grpc_transport` maps them to the fedtee.v1 gRPC messages, and tests use
+an in-memory fake. Connection trouble is raised as
 :class:`ServerUnavailable` (the runtime retries it with backoff); anything the server says
 "no" to comes back as data (``accepted=False`` with a stable reason) or as a typed
 :class:`~fedtee.errors.ProtocolError`.
@@ -10,8 +11,7 @@ the fedtee.v1 gRPC messages, and tests use an in-memory fake. Connection trouble
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Protocol
 
 from fedtee import identity
@@ -19,29 +19,21 @@ from fedtee.attest.model import Evidence, TeeType
 from fedtee.errors import ProtocolError, Reason
 from fedtee.ledger.receipts import SignedReceipt
 
+# The message shapes are the wire layer's protobuf-free domain types, shared with the server.
+from fedtee.wire.messages import (
+    Challenge,
+    Enrolment,
+    ModelChunk,
+    SubmitOutcome,
+    Task,
+    TaskKind,
+)
+
 
 class ServerUnavailable(ProtocolError):
     """The server could not be reached or dropped the call; retrying may help."""
 
     default_reason = Reason.SERVER_UNAVAILABLE
-
-
-@dataclass(frozen=True, kw_only=True)
-class Challenge:
-    nonce: bytes
-    expires_unix_ms: int
-    federation_id: str
-    aux: Mapping[str, bytes] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Enrolment:
-    accepted: bool
-    reason: str = ""
-    message: str = ""
-    credential: bytes = b""
-    credential_expires_unix_ms: int = 0
-    attestation_result_json: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,39 +44,6 @@ class Session:
     credential: bytes
     private_key: identity.PrivateKey
     expires_unix_ms: int
-
-
-class TaskKind(Enum):
-    TRAIN = 1
-    WAIT = 2
-    FINISHED = 3
-    REATTEST = 4
-
-
-@dataclass(frozen=True, kw_only=True)
-class Task:
-    kind: TaskKind
-    round: int = 0
-    global_model_digest: bytes = b""
-    global_model_size: int = 0
-    retry_after_ms: int = 0
-    config: Mapping[str, str] = field(default_factory=dict)
-    deadline_unix_ms: int = 0
-    federation_id: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelChunk:
-    data: bytes
-    offset: int
-    total_size: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class SubmitOutcome:
-    accepted: bool
-    reason: str = ""
-    message: str = ""
 
 
 class Transport(Protocol):

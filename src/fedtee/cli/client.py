@@ -1,0 +1,171 @@
+"""``fedtee client start --config client.toml [--tee TEE]``: run one federation client.
+
+The client measures its training code (the trainer's module file plus its factory name),
+attests with its TEE over the server's nonce and its fresh identity key, enrols, and then
+trains every round it is given until the federation finishes. Exit codes: 0 finished,
+3 enrolment rejected (the reason is printed), 4 server unreachable, 2 any other fedtee error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from fedtee.attest.model import Attester, TeeType
+from fedtee.client.config import ClientConfig, parse_client_config
+from fedtee.client.runtime import (
+    ClientEvent,
+    ClientRuntime,
+    EnrolmentRejected,
+    RuntimeOptions,
+    measure_trainer,
+)
+from fedtee.client.transport import ServerUnavailable, Transport
+from fedtee.errors import ConfigError
+
+EXIT_FINISHED = 0
+EXIT_REJECTED = 3
+EXIT_UNREACHABLE = 4
+CHEATS = ("tamper-update",)
+
+
+def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
+    """The attester for the configured TEE (the only place a device is opened)."""
+    if config.tee is TeeType.SIM:
+        assert config.sim_root_cert is not None and config.sim_root_key is not None
+        sim: Any = importlib.import_module("fedtee.attest.attesters.sim")
+        root = sim.SimRoot.from_pem(
+            config.sim_root_cert.read_bytes(), config.sim_root_key.read_bytes()
+        )
+        platform = sim.SimPlatform.generate(root)
+        attester: Attester = sim.SimAttester(
+            platform=platform, measurement=measurement, debug=config.sim_debug, svn=config.sim_svn
+        )
+        return attester
+    if config.tee in (TeeType.TDX, TeeType.SEV_SNP, TeeType.CCA):
+        from fedtee.attest.attesters.configfs_tsm import ConfigfsTsmAttester
+
+        return ConfigfsTsmAttester(expect_tee=config.tee)
+    if config.tee is TeeType.SGX:
+        from fedtee.attest.attesters.gramine import GramineAttester
+
+        return GramineAttester()
+    if config.tee is TeeType.TPM:
+        from fedtee.attest.attesters.tpm import TpmAttester
+
+        return TpmAttester(tcti=config.tcti)
+    raise ConfigError(f"no attester for TEE type {config.tee.value!r} on a client")
+
+
+def connect(config: ClientConfig) -> Transport:
+    from fedtee.client.grpc_transport import GrpcTransport
+
+    return GrpcTransport.connect(
+        address=config.server_address,
+        ca_pem=config.ca_cert.read_bytes(),
+        server_name=config.server_name,
+    )
+
+
+def _printer(client_id: str) -> Any:
+    def show(event: ClientEvent) -> None:
+        parts = [f"[{client_id}] {event.kind}"]
+        if event.round:
+            parts.append(f"round={event.round}")
+        if event.reason:
+            parts.append(f"reason={event.reason}")
+        if event.detail:
+            parts.append(event.detail)
+        print(" ".join(parts), flush=True)
+
+    return show
+
+
+def _start(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    config = parse_client_config(text, base_dir=path.resolve().parent)
+    if args.tee is not None and TeeType.parse(args.tee) is not config.tee:
+        config = parse_client_config(
+            text.replace(f'type = "{config.tee.value}"', f'type = "{args.tee}"', 1),
+            base_dir=path.resolve().parent,
+        )
+    trainer = config.trainer.build(
+        partition=config.partition, num_partitions=config.num_partitions, seed=config.seed
+    )
+    measurement = measure_trainer(config.trainer)
+    print(f"[{config.client_id}] code measurement {measurement.hex()}", flush=True)
+    attester = build_attester(config, measurement)
+    transport = connect(config)
+    if args.cheat == "tamper-update":
+        from fedtee.client.cheats import TamperingTransport
+
+        transport = TamperingTransport(transport)
+    runtime = ClientRuntime(
+        client_id=config.client_id,
+        transport=transport,
+        attester=attester,
+        trainer=trainer,
+        measurement=measurement,
+        options=RuntimeOptions(
+            chunk_bytes=config.chunk_bytes,
+            max_reconnect_attempts=config.max_reconnect_attempts,
+            backoff_initial_s=config.backoff_initial_s,
+            backoff_max_s=config.backoff_max_s,
+        ),
+        on_event=_printer(config.client_id),
+    )
+    try:
+        summary = runtime.run()
+    except EnrolmentRejected as exc:
+        print(f"[{config.client_id}] enrolment rejected: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REJECTED
+    except ServerUnavailable as exc:
+        print(f"[{config.client_id}] server unreachable: {exc}", file=sys.stderr, flush=True)
+        return EXIT_UNREACHABLE
+    finally:
+        transport.close()
+    print(
+        f"[{config.client_id}] done: {summary.accepted} updates accepted, "
+        f"{len(summary.rejected)} rejected, {summary.enrolments} enrolments",
+        flush=True,
+    )
+    return EXIT_FINISHED
+
+
+def register(subparsers: Any) -> None:
+    group = subparsers.add_parser("client", help="run a federation client")
+    commands = group.add_subparsers(dest="client_command", metavar="COMMAND")
+    start = commands.add_parser(
+        "start",
+        help="attest, enrol and train until the federation finishes",
+        description=sys.modules[__name__].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    start.add_argument(
+        "--config", required=True, metavar="FILE", help="client config (see examples/client.toml)"
+    )
+    start.add_argument(
+        "--tee",
+        default=None,
+        choices=[t.value for t in TeeType],
+        help="override the config's [tee] type (e.g. --tee sim for development)",
+    )
+    start.add_argument(
+        "--cheat",
+        default=None,
+        choices=CHEATS,
+        help="DEMO/TESTING ONLY: misbehave on purpose to show the server's defences "
+        "(tamper-update: change each update after signing its receipt)",
+    )
+    start.set_defaults(handler=_start)
+    group.set_defaults(handler=lambda _args: group.print_help() or 2)
+
+
+__all__ = ["build_attester", "connect", "register"]

@@ -1,0 +1,198 @@
+"""The client :class:`~fedtee.client.transport.Transport` over fedtee.v1 gRPC with TLS.
+
+Messages are converted only by :mod:`fedtee.wire.serde` (which bounds what it reads); every
+authenticated call carries the credential and a fresh proof of possession of the TEE-bound
+key (:func:`fedtee.wire.auth.client_metadata`); channel options come from
+:mod:`fedtee.wire.limits`. gRPC UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED become
+:class:`~fedtee.client.transport.ServerUnavailable` (the runtime retries them with backoff);
+any other status becomes a typed error carrying the server's ``fedtee-reason`` trailer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import grpc
+
+from fedtee.attest.model import Evidence, TeeType
+from fedtee.client.transport import (
+    Challenge,
+    Enrolment,
+    ModelChunk,
+    ServerUnavailable,
+    Session,
+    SubmitOutcome,
+    Task,
+)
+from fedtee.errors import CredentialError, ProtocolError, Reason, UpdateRejected
+from fedtee.ledger.receipts import SignedReceipt
+from fedtee.wire import auth, serde
+from fedtee.wire._gen.fedtee.v1 import federation_pb2_grpc as pb_grpc
+from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
+from fedtee.wire.messages import (
+    ChallengeRequest,
+    EnrollRequest,
+    ModelRequest,
+    UpdateHeader,
+)
+
+_RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+_SERVICE = "/fedtee.v1.Federation/"
+CALL_TIMEOUT_S = 60.0
+STREAM_TIMEOUT_S = 600.0
+
+
+def _reason_of(error: grpc.RpcError) -> Reason | None:
+    trailing_metadata = getattr(error, "trailing_metadata", None)
+    trailing: Any = trailing_metadata() if callable(trailing_metadata) else None
+    for key, value in trailing or ():
+        if key == auth.REASON_KEY:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            try:
+                return Reason(text)
+            except ValueError:
+                return None
+    return None
+
+
+def translate(method: str, error: grpc.RpcError) -> Exception:
+    """A gRPC failure as a typed fedtee error (ServerUnavailable when retrying may help)."""
+    code_fn = getattr(error, "code", None)
+    details_fn = getattr(error, "details", None)
+    code = code_fn() if callable(code_fn) else None
+    details = details_fn() if callable(details_fn) else str(error)
+    name = code.name if code is not None else "UNKNOWN"
+    if code in _RETRYABLE:
+        return ServerUnavailable(f"{method}: {name}: {details}")
+    reason = _reason_of(error)
+    message = f"{method}: {name}: {details}"
+    if code is grpc.StatusCode.UNAUTHENTICATED or (
+        reason is not None and reason.value.startswith("credential_")
+    ):
+        return CredentialError(message, reason=reason)
+    if reason is not None and reason.value.startswith(("receipt_", "update_")):
+        return UpdateRejected(message, reason=reason)
+    return ProtocolError(message, reason=reason or Reason.MESSAGE_MALFORMED)
+
+
+class GrpcTransport:
+    """One TLS channel to the federation server."""
+
+    def __init__(self, channel: grpc.Channel, *, limits: WireLimits = DEFAULT_LIMITS) -> None:
+        self._channel = channel
+        stub: Any = pb_grpc.FederationStub
+        self._stub: Any = stub(channel)
+        self._limits = limits
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        address: str,
+        ca_pem: bytes,
+        server_name: str | None = None,
+        limits: WireLimits = DEFAULT_LIMITS,
+    ) -> GrpcTransport:
+        options: list[tuple[str, Any]] = list(limits.grpc_options())
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        return cls(grpc.secure_channel(address, credentials, options=options), limits=limits)
+
+    def _metadata(self, session: Session, method: str) -> list[tuple[str, str | bytes]]:
+        return list(
+            auth.client_metadata(
+                method=method,
+                credential=session.credential,
+                private_key=session.private_key,
+                now_ms=int(time.time() * 1000),
+            )
+        )
+
+    def get_challenge(self, *, client_id: str, tee: TeeType, aux: Mapping[str, bytes]) -> Challenge:
+        request = serde.challenge_request_to_proto(
+            ChallengeRequest(client_id=client_id, tee=tee, aux=dict(aux))
+        )
+        try:
+            reply = self._stub.GetChallenge(request, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise translate("GetChallenge", exc) from exc
+        return serde.challenge_from_proto(reply, limits=self._limits)
+
+    def enroll(
+        self, *, client_id: str, nonce: bytes, public_key: bytes, evidence: Evidence
+    ) -> Enrolment:
+        request = serde.enroll_request_to_proto(
+            EnrollRequest(
+                client_id=client_id, nonce=nonce, public_key=public_key, evidence=evidence
+            )
+        )
+        try:
+            reply = self._stub.Enroll(request, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise translate("Enroll", exc) from exc
+        return serde.enrolment_from_proto(reply)
+
+    def get_task(self, *, session: Session) -> Task:
+        from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
+
+        try:
+            reply = self._stub.GetTask(
+                pb.TaskRequest(client_id=session.client_id),
+                metadata=self._metadata(session, _SERVICE + "GetTask"),
+                timeout=CALL_TIMEOUT_S,
+            )
+        except grpc.RpcError as exc:
+            raise translate("GetTask", exc) from exc
+        return serde.task_from_proto(reply, limits=self._limits)
+
+    def download_model(
+        self, *, session: Session, round: int, digest: bytes, offset: int
+    ) -> Iterator[ModelChunk]:
+        request = serde.model_request_to_proto(
+            ModelRequest(round=round, digest=digest, offset=offset)
+        )
+        try:
+            stream = self._stub.DownloadModel(
+                request,
+                metadata=self._metadata(session, _SERVICE + "DownloadModel"),
+                timeout=STREAM_TIMEOUT_S,
+            )
+            for chunk in stream:
+                yield serde.model_chunk_from_proto(chunk, limits=self._limits)
+        except grpc.RpcError as exc:
+            raise translate("DownloadModel", exc) from exc
+
+    def submit_update(
+        self, *, session: Session, receipt: SignedReceipt, size: int, chunks: Iterable[bytes]
+    ) -> SubmitOutcome:
+        def messages() -> Iterator[Any]:
+            yield serde.update_header_to_proto(UpdateHeader(receipt=receipt, size=size))
+            for chunk in chunks:
+                yield serde.update_data_to_proto(chunk)
+
+        try:
+            reply = self._stub.SubmitUpdate(
+                messages(),
+                metadata=self._metadata(session, _SERVICE + "SubmitUpdate"),
+                timeout=STREAM_TIMEOUT_S,
+            )
+        except grpc.RpcError as exc:
+            error = translate("SubmitUpdate", exc)
+            if isinstance(error, UpdateRejected):
+                # A rejection the server sent as a status: report it like a reply.
+                return SubmitOutcome(
+                    accepted=False, reason=error.reason.value, message=error.message
+                )
+            raise error from exc
+        return serde.submit_outcome_from_proto(reply)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+__all__ = ["GrpcTransport", "translate"]
