@@ -21,18 +21,13 @@ import argparse
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from fedtee.errors import ConfigError
+from fedtee.wire import tls
 
 DEFAULT_TRAINER = "fedtee.client.examples.digits:DigitsTrainer"
 DEFAULT_PORT = 50051
@@ -57,92 +52,12 @@ class InitOptions:
 # --- certificates ----------------------------------------------------------------------------
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def make_ca(
-    federation_id: str, *, now: datetime
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedtee"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"fedtee federation CA {federation_id}"),
-        ]
-    )
-    public = key.public_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _san(host: str) -> x509.GeneralName:
+def _check_host(host: str) -> None:
     try:
-        return x509.IPAddress(ipaddress.ip_address(host))
+        ipaddress.ip_address(host)
     except ValueError:
-        if not host or any(c.isspace() for c in host) or len(host) > 253:
+        if not host or len(host) > 253 or not all(c.isalnum() or c in "-." for c in host):
             raise ConfigError(f"--host {host!r} is neither an IP address nor a DNS name") from None
-        return x509.DNSName(host)
-
-
-def make_server_cert(
-    *,
-    ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    hosts: Sequence[str],
-    now: datetime,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    names = list(dict.fromkeys(["localhost", "127.0.0.1", *hosts]))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in names]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -303,16 +218,16 @@ def init_federation(opts: InitOptions, *, now: datetime | None = None) -> dict[s
     d.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
 
-    ca_cert, ca_key = make_ca(opts.federation_id, now=now)
-    server_cert, server_key = make_server_cert(
-        ca_cert=ca_cert, ca_key=ca_key, hosts=opts.hosts, now=now
-    )
+    for host in opts.hosts:
+        _check_host(host)
+    ca = tls.make_ca(name=f"fedtee federation CA {opts.federation_id}", now=now, days=CA_DAYS)
+    server = tls.make_server_cert(ca, names=opts.hosts, now=now, days=SERVER_DAYS)
     measurement = trainer_measurement(opts.trainer) if opts.with_sim else b""
     files: list[tuple[str, str, bytes, bool]] = [
-        ("ca", "ca.pem", _cert_pem(ca_cert), False),
-        ("ca_key", "ca.key", _key_pem(ca_key), True),
-        ("server_cert", "server.pem", _cert_pem(server_cert), False),
-        ("server_key", "server.key", _key_pem(server_key), True),
+        ("ca", "ca.pem", ca.cert_pem, False),
+        ("ca_key", "ca.key", ca.key_pem, True),
+        ("server_cert", "server.pem", server.cert_pem, False),
+        ("server_key", "server.key", server.key_pem, True),
     ]
     if opts.with_sim:
         cert_pem, key_pem = _sim_root_pems()
@@ -409,8 +324,6 @@ __all__ = [
     "InitOptions",
     "client_toml",
     "init_federation",
-    "make_ca",
-    "make_server_cert",
     "policy_toml",
     "register",
     "server_toml",
