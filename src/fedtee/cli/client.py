@@ -3,7 +3,8 @@
 The client measures its training code (the trainer's module file plus its factory name),
 attests with its TEE over the server's nonce and its fresh identity key, enrols, and then
 trains every round it is given until the federation finishes. Exit codes: 0 finished,
-3 enrolment rejected (the reason is printed), 4 server unreachable, 2 any other fedtee error.
+3 enrolment rejected (the reason is printed), 4 server unreachable, 5 turned away later (e.g.
+quarantined after a rejected update), 2 any other fedtee error.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from fedtee.client.runtime import (
     measure_trainer,
 )
 from fedtee.client.transport import ServerUnavailable, Transport
-from fedtee.errors import ConfigError
+from fedtee.errors import ConfigError, ProtocolError
 
 EXIT_FINISHED = 0
 EXIT_REJECTED = 3
 EXIT_UNREACHABLE = 4
+EXIT_TURNED_AWAY = 5
 CHEATS = ("tamper-update",)
 
 
@@ -129,6 +131,10 @@ def _start(args: argparse.Namespace) -> int:
     except ServerUnavailable as exc:
         print(f"[{config.client_id}] server unreachable: {exc}", file=sys.stderr, flush=True)
         return EXIT_UNREACHABLE
+    except ProtocolError as exc:
+        # e.g. client_quarantined after a rejected update, or a revoked credential
+        print(f"[{config.client_id}] turned away: {exc}", file=sys.stderr, flush=True)
+        return EXIT_TURNED_AWAY
     finally:
         transport.close()
     print(

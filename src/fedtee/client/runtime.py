@@ -43,7 +43,7 @@ from fedtee.client.transport import (
     TaskKind,
     Transport,
 )
-from fedtee.errors import AttestationError, ProtocolError, Reason
+from fedtee.errors import AttestationError, CredentialError, ProtocolError, Reason
 from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
 
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -316,25 +316,48 @@ class ClientRuntime:
         task: Task = self._retry("GetTask", lambda: self.transport.get_task(session=session))
         return task
 
+    def _renew_at(self, session: Session) -> int:
+        """When to re-attest proactively: ``reenrol_margin_ms`` before expiry, but never in
+        the first half of the credential's life (a short TTL must not cause an enrol loop)."""
+        now = self._clock_ms()
+        left = max(0, session.expires_unix_ms - now)
+        return session.expires_unix_ms - min(self.options.reenrol_margin_ms, left // 2)
+
     def run(self) -> RunSummary:
         session = self.enroll()
+        renew_at = self._renew_at(session)
+        expired_in_a_row = 0
         while True:
-            if self._clock_ms() + self.options.reenrol_margin_ms >= session.expires_unix_ms:
+            if self._clock_ms() >= renew_at:
                 self._emit("reattesting", detail="credential about to expire")
                 session = self.enroll()
-            task = self._get_task(session)
-            if task.kind is TaskKind.FINISHED:
-                self.summary.finished = True
-                self._emit("finished")
-                return self.summary
-            if task.kind is TaskKind.REATTEST:
-                self._emit("reattesting", detail="server asked")
+                renew_at = self._renew_at(session)
+            try:
+                task = self._get_task(session)
+                if task.kind is TaskKind.FINISHED:
+                    self.summary.finished = True
+                    self._emit("finished")
+                    return self.summary
+                if task.kind is TaskKind.REATTEST:
+                    self._emit("reattesting", detail="server asked")
+                    session = self.enroll()
+                    renew_at = self._renew_at(session)
+                    continue
+                if task.kind is TaskKind.WAIT:
+                    self._sleep(min(task.retry_after_ms / 1000.0, self.options.max_wait_s))
+                    continue
+                self.train_round(session, task)
+                expired_in_a_row = 0
+            except CredentialError as exc:
+                # An expired credential means "attest again"; anything else about the
+                # credential (forged, wrong client) is not fixed by retrying.
+                expired_in_a_row += 1
+                if exc.reason is not Reason.CREDENTIAL_EXPIRED or expired_in_a_row > 3:
+                    raise
+                self._emit("reattesting", reason=exc.reason.value, detail=exc.message)
                 session = self.enroll()
+                renew_at = self._renew_at(session)
                 continue
-            if task.kind is TaskKind.WAIT:
-                self._sleep(min(task.retry_after_ms / 1000.0, self.options.max_wait_s))
-                continue
-            self.train_round(session, task)
             limit = self.options.max_rounds
             if limit is not None and self.summary.rounds_trained >= limit:
                 return self.summary

@@ -189,3 +189,47 @@ def test_flip_last_bit_changes_one_bit_only() -> None:
     assert out[:-1] == b"abcde" and out[-1] == ord("f") ^ 1
     assert list(flip_last_bit([])) == []
     assert np.count_nonzero(np.frombuffer(out, np.uint8) ^ np.frombuffer(b"abcdef", np.uint8)) == 1
+
+
+def test_expired_credential_on_a_call_leads_to_one_reenrolment() -> None:
+    from fedtee.errors import CredentialError
+
+    class Expiring(FakeServer):
+        expired_once = False
+
+        def get_task(self, *, session):  # type: ignore[no-untyped-def]
+            if not self.expired_once:
+                self.expired_once = True
+                raise CredentialError("expired", reason=Reason.CREDENTIAL_EXPIRED)
+            return super().get_task(session=session)
+
+    server = Expiring(rounds=1)
+    runtime, events, _ = _runtime(server)
+    summary = runtime.run()
+    assert summary.enrolments == 2 and summary.accepted == 1
+    assert any(e.kind == "reattesting" and e.reason == "credential_expired" for e in events)
+
+
+def test_forged_credential_error_is_not_retried() -> None:
+    from fedtee.errors import CredentialError
+
+    class Forged(FakeServer):
+        def get_task(self, *, session):  # type: ignore[no-untyped-def]
+            raise CredentialError("bad", reason=Reason.CREDENTIAL_INVALID)
+
+    runtime, _, _ = _runtime(Forged())
+    with pytest.raises(CredentialError):
+        runtime.run()
+    assert runtime.summary.enrolments == 1
+
+
+def test_short_lived_credentials_do_not_cause_an_enrolment_loop() -> None:
+    class ShortLived(FakeServer):
+        def enroll(self, **kw):  # type: ignore[no-untyped-def]
+            result = super().enroll(**kw)
+            return type(result)(**{**result.__dict__, "credential_expires_unix_ms": 1_000 + 2_000})
+
+    server = ShortLived(rounds=2)
+    runtime, _, _ = _runtime(server)  # clock fixed at 1_000 ms, margin 5_000 ms > TTL
+    summary = runtime.run()
+    assert summary.accepted == 2 and summary.enrolments == 1
