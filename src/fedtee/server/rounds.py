@@ -1,0 +1,506 @@
+"""The round loop: who trains, which updates count, and when a round is aggregated.
+
+One :class:`RoundManager` per federation. The gRPC service calls :meth:`task_for`,
+:meth:`model_for` and :meth:`submit`; a driver thread calls :meth:`tick`, which opens rounds
+and closes them at their deadline, so a client that disconnects or stalls never holds a round
+up: the round closes with whatever arrived (aggregated when at least ``min_clients`` updates
+were accepted, failed otherwise, and the next round starts from the same model).
+
+An update passes, in this order, before it can reach aggregation (each with its reason):
+
+1. the receipt's signature under the client's enrolled key (RECEIPT_SIGNATURE_INVALID);
+2. not the same signed receipt as one seen before (RECEIPT_REPLAYED);
+3. federation, round (RECEIPT_ROUND_MISMATCH), client, global model digest and measurement ==
+   the code identity the client enrolled with (RECEIPT_MEASUREMENT_MISMATCH);
+4. the client was selected for this open round and is within its deadline
+   (NOT_SELECTED / ROUND_CLOSED);
+5. while streaming: the declared size, the safetensors header as soon as it has arrived, and
+   the SHA-256 of the bytes == the receipt's update digest (UPDATE_DIGEST_MISMATCH);
+6. the arrays match the global model's names, shapes and dtypes and are finite
+   (UPDATE_SHAPE_MISMATCH / UPDATE_NONFINITE).
+
+Then the update is durable (artifact fsynced, then the store row), logged in the ledger, and
+only a round's recorded updates are aggregated, so a restart loses no accepted update.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from fedtee import tensors
+from fedtee.errors import FedteeError, Reason, UpdateRejected
+from fedtee.ledger.log import LedgerWriter
+from fedtee.ledger.receipts import (
+    Receipt,
+    SignedReceipt,
+    check_receipt,
+    receipt_hash,
+    verify_receipt,
+)
+from fedtee.server.artifacts import Artifact, ArtifactStore
+from fedtee.server.store import (
+    ClientRecord,
+    FederationStatus,
+    RoundRecord,
+    RoundStatus,
+    StateStore,
+)
+from fedtee.server.strategy import Strategy
+from fedtee.tensors import Arrays, ModelSpec
+from fedtee.wire.messages import Task, TaskKind
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+# Rejections that show a client lying about its update: it is taken out of the federation.
+QUARANTINE_ON = frozenset(
+    {
+        Reason.RECEIPT_SIGNATURE_INVALID,
+        Reason.RECEIPT_FEDERATION_MISMATCH,
+        Reason.RECEIPT_CLIENT_MISMATCH,
+        Reason.RECEIPT_MODEL_MISMATCH,
+        Reason.RECEIPT_MEASUREMENT_MISMATCH,
+        Reason.RECEIPT_REPLAYED,
+        Reason.UPDATE_DIGEST_MISMATCH,
+    }
+)
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundSettings:
+    rounds: int = 10
+    clients_per_round: int = 5
+    min_clients: int = 1
+    round_timeout_ms: int = 60_000
+    # Before round 1, wait this long for clients_per_round enrolments before starting with
+    # at least min_clients.
+    start_wait_ms: int = 10_000
+    retry_after_ms: int = 500
+    max_update_norm: float | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.clients_per_round < 1 or self.min_clients < 1:
+            raise ValueError("rounds, clients_per_round and min_clients must be at least 1")
+        if self.min_clients > self.clients_per_round:
+            raise ValueError("min_clients cannot exceed clients_per_round")
+        if self.round_timeout_ms < 1:
+            raise ValueError("round_timeout_ms must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitResult:
+    accepted: bool
+    reason: Reason | None = None
+    message: str = ""
+
+
+class RoundManager:
+    """Thread-safe; state transitions hold one lock, streaming does not."""
+
+    def __init__(
+        self,
+        *,
+        federation_id: str,
+        store: StateStore,
+        artifacts: ArtifactStore,
+        ledger: LedgerWriter,
+        strategy: Strategy,
+        settings: RoundSettings,
+        clock: Clock,
+        chunk_bytes: int = 1 << 20,
+        max_update_bytes: int = 1 << 32,
+    ) -> None:
+        self.federation_id = federation_id
+        self._store = store
+        self._artifacts = artifacts
+        self._ledger = ledger
+        self._strategy = strategy
+        self._settings = settings
+        self._clock = clock
+        self._chunk_bytes = chunk_bytes
+        self._max_update_bytes = max_update_bytes
+        self._lock = threading.RLock()
+        self._open: RoundRecord | None = None
+        self._deadline_ms = 0
+        self._spec: ModelSpec | None = None
+        self._global: Arrays | None = None
+        self._seen_receipts: set[bytes] = set()
+        self._waiting_since_ms: int | None = None
+        self._next_round = 1
+        self._next_model: bytes | None = None
+        self._finished = False
+
+    # --- start / resume --------------------------------------------------------------------
+
+    def start(self, *, initial_model: bytes) -> None:
+        """Create or resume the federation. ``initial_model`` is safetensors bytes."""
+        now_ms = _ms(self._clock())
+        with self._lock:
+            fed = self._store.create_federation(
+                federation_id=self.federation_id,
+                config={"rounds": self._settings.rounds},
+                now_ms=now_ms,
+            )
+            for rnd in self._store.rounds(self.federation_id):
+                for upd in self._store.updates(self.federation_id, rnd.number, accepted_only=False):
+                    self._seen_receipts.add(upd.receipt_hash)
+            point = self._store.resume_point(self.federation_id)
+            if point.open_round is not None:
+                self._resume_open(point.open_round, now_ms=now_ms)
+                log.info(
+                    "resumed open round %d with %d accepted updates",
+                    point.open_round.number,
+                    len(point.accepted_in_open_round),
+                )
+            last = max((r.number for r in self._store.rounds(self.federation_id)), default=0)
+            self._next_round = last + 1 if point.open_round is None else last
+            digest = point.global_model_digest
+            if digest is None:
+                # No round completed yet (or only failed ones): start from the initial model.
+                digest = self._artifacts.put(initial_model).digest
+            self._next_model = digest
+            self._finished = fed.status is FederationStatus.FINISHED or (
+                point.open_round is None and last >= self._settings.rounds
+            )
+            if self._finished and fed.status is not FederationStatus.FINISHED:
+                self._store.set_federation_status(self.federation_id, FederationStatus.FINISHED)
+
+    def _resume_open(self, rnd: RoundRecord, *, now_ms: int) -> None:
+        self._open = rnd
+        # Clients lost their connection with the old process; give them a fresh window.
+        self._deadline_ms = max(rnd.deadline_ms, now_ms + self._settings.round_timeout_ms)
+        self._load_global(rnd.global_model_digest)
+
+    def _load_global(self, digest: bytes) -> None:
+        arrays = self._artifacts.load_arrays(digest)
+        self._global = arrays
+        self._spec = ModelSpec.of(arrays)
+
+    # --- state queries ---------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def open_round(self) -> RoundRecord | None:
+        return self._open
+
+    @property
+    def deadline_ms(self) -> int:
+        """Deadline of the open round (Unix ms); 0 when none is open."""
+        return self._deadline_ms if self._open is not None else 0
+
+    def task_for(self, client: ClientRecord) -> Task:
+        with self._lock:
+            if self._finished:
+                return Task(kind=TaskKind.FINISHED, federation_id=self.federation_id)
+            rnd = self._open
+            wait = Task(
+                kind=TaskKind.WAIT,
+                retry_after_ms=self._settings.retry_after_ms,
+                federation_id=self.federation_id,
+            )
+            if rnd is None or client.id not in rnd.selected:
+                return wait
+            done = {u.client_id for u in self._store.updates(self.federation_id, rnd.number)}
+            if client.id in done:
+                return wait
+            return Task(
+                kind=TaskKind.TRAIN,
+                round=rnd.number,
+                global_model_digest=rnd.global_model_digest,
+                global_model_size=self._artifacts.get(rnd.global_model_digest).size,
+                config=dict(self._settings.config),
+                deadline_unix_ms=self._deadline_ms,
+                federation_id=self.federation_id,
+            )
+
+    def model_chunks(self, *, round: int, digest: bytes, offset: int) -> Iterator[bytes]:
+        """Chunks of a round's global model; only models this federation handed out."""
+        with self._lock:
+            rnd = self._store.get_round(self.federation_id, round)
+            if rnd is None or rnd.global_model_digest != digest:
+                raise UpdateRejected(
+                    f"round {round} has no global model {digest.hex()[:16]}",
+                    reason=Reason.MODEL_DIGEST_MISMATCH,
+                )
+            size = self._artifacts.get(digest).size
+        if offset > size:
+            raise UpdateRejected(f"offset {offset} is past the model's {size} bytes")
+        return iter(
+            self._artifacts.iter_chunks(digest, chunk_size=self._chunk_bytes, offset=offset)
+        )
+
+    def model_size(self, digest: bytes) -> int:
+        return self._artifacts.get(digest).size
+
+    # --- updates ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        client: ClientRecord,
+        *,
+        signed: SignedReceipt,
+        size: int,
+        chunks: Iterable[bytes],
+    ) -> SubmitResult:
+        """Check, stream in and record one update; rejections are recorded, never raised
+        (except storage failures)."""
+        receipt: Receipt | None = None
+        try:
+            receipt = verify_receipt(signed, client.public_key)
+            rnd = self._precheck(client, signed, receipt, size)
+            artifact = self._stream(receipt, size=size, chunks=chunks)
+            arrays = self._artifacts.load_arrays(artifact.digest)
+            assert self._spec is not None and self._global is not None
+            tensors.check_update(
+                arrays,
+                spec=self._spec,
+                global_arrays=self._global,
+                max_norm=self._settings.max_update_norm,
+            )
+            return self._record(client, signed, receipt, rnd, artifact.path)
+        except UpdateRejected as exc:
+            self._reject(client, signed, receipt, exc)
+            return SubmitResult(accepted=False, reason=exc.reason, message=exc.message)
+
+    def _precheck(
+        self, client: ClientRecord, signed: SignedReceipt, receipt: Receipt, size: int
+    ) -> RoundRecord:
+        with self._lock:
+            if receipt_hash(signed) in self._seen_receipts:
+                raise UpdateRejected(
+                    f"receipt for round {receipt.round} was already submitted",
+                    reason=Reason.RECEIPT_REPLAYED,
+                )
+            rnd = self._open
+            if rnd is None:
+                raise UpdateRejected("no round is open", reason=Reason.ROUND_CLOSED)
+            check_receipt(
+                receipt,
+                federation_id=self.federation_id,
+                round=rnd.number,
+                client_id=client.id,
+                global_model_digest=rnd.global_model_digest,
+                update_digest=receipt.update_digest,  # checked against the bytes as they stream
+                measurement=client.measurement,
+            )
+            if client.id not in rnd.selected:
+                raise UpdateRejected(
+                    f"{client.id!r} was not selected for round {rnd.number}",
+                    reason=Reason.NOT_SELECTED,
+                )
+            if _ms(self._clock()) > self._deadline_ms:
+                raise UpdateRejected(f"round {rnd.number} is closed", reason=Reason.ROUND_CLOSED)
+            if not 8 <= size <= self._max_update_bytes:
+                raise UpdateRejected(
+                    f"update of {size} bytes is outside 8..{self._max_update_bytes}",
+                    reason=Reason.MESSAGE_TOO_LARGE if size > 8 else Reason.UPDATE_MALFORMED,
+                )
+            return rnd
+
+    def _stream(self, receipt: Receipt, *, size: int, chunks: Iterable[bytes]) -> Artifact:
+        prefix = bytearray()
+        header_ok = False
+        with self._artifacts.writer(max_bytes=size) as writer:
+            for chunk in chunks:
+                writer.write(chunk)  # MESSAGE_TOO_LARGE past the declared size
+                if not header_ok:
+                    prefix += chunk
+                    header_ok = tensors.header_from_prefix(prefix, total_size=size) is not None
+                    if header_ok:
+                        prefix = bytearray()
+            if writer.size != size:
+                raise UpdateRejected(
+                    f"update stream ended after {writer.size} of {size} bytes",
+                    reason=Reason.STREAM_STALLED,
+                )
+            return writer.commit(expected_digest=receipt.update_digest)
+
+    def _record(
+        self,
+        client: ClientRecord,
+        signed: SignedReceipt,
+        receipt: Receipt,
+        rnd: RoundRecord,
+        path: Path,
+    ) -> SubmitResult:
+        now_ms = _ms(self._clock())
+        rhash = receipt_hash(signed)
+        with self._lock:
+            if self._open is None or self._open.number != rnd.number:
+                raise UpdateRejected(f"round {rnd.number} closed", reason=Reason.ROUND_CLOSED)
+            _, created = self._store.record_update(
+                federation_id=self.federation_id,
+                round=rnd.number,
+                client_id=client.id,
+                receipt=signed.receipt,
+                signature=signed.signature,
+                receipt_hash=rhash,
+                update_digest=receipt.update_digest,
+                artifact_path=str(path),
+                num_examples=receipt.num_examples,
+                accepted=True,
+                now_ms=now_ms,
+            )
+            self._seen_receipts.add(rhash)
+            if created:
+                self._ledger.receipt(
+                    client_id=client.id,
+                    round=rnd.number,
+                    signed=signed,
+                    accepted=True,
+                    now_ms=now_ms,
+                )
+                log.info("round %d: accepted update from %s", rnd.number, client.id)
+            done = self._store.count_updates(self.federation_id, rnd.number)
+            if done >= len(rnd.selected):
+                self._close(now_ms=now_ms)
+        return SubmitResult(accepted=True, message=f"accepted for round {rnd.number}")
+
+    def _reject(
+        self,
+        client: ClientRecord,
+        signed: SignedReceipt,
+        receipt: Receipt | None,
+        exc: FedteeError,
+    ) -> None:
+        now_ms = _ms(self._clock())
+        rnd = receipt.round if receipt is not None else None
+        log.warning("update from %s rejected: %s", client.id, exc)
+        with self._lock:
+            self._store.record_rejection(
+                federation_id=self.federation_id,
+                reason=exc.reason,
+                message=exc.message,
+                now_ms=now_ms,
+                round=rnd,
+                client_id=client.id,
+            )
+            if receipt is not None:
+                self._ledger.receipt(
+                    client_id=client.id,
+                    round=receipt.round,
+                    signed=signed,
+                    accepted=False,
+                    now_ms=now_ms,
+                    reason=exc.reason,
+                )
+            else:
+                self._ledger.rejection(
+                    reason=exc.reason, message=exc.message, now_ms=now_ms, client_id=client.id
+                )
+            if exc.reason in QUARANTINE_ON:
+                self._store.quarantine(client.id, reason=exc.reason, message=exc.message)
+
+    # --- driving ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Open a round when enough clients are enrolled; close one past its deadline."""
+        now_ms = _ms(self._clock())
+        with self._lock:
+            if self._finished:
+                return
+            if self._open is not None:
+                if now_ms > self._deadline_ms:
+                    log.info("round %d: deadline passed", self._open.number)
+                    self._close(now_ms=now_ms)
+                return
+            self._maybe_open(now_ms=now_ms)
+
+    def _maybe_open(self, *, now_ms: int) -> None:
+        usable = [c.id for c in self._store.list_clients(self.federation_id, usable_at_ms=now_ms)]
+        s = self._settings
+        if len(usable) < s.min_clients:
+            self._waiting_since_ms = None
+            return
+        if len(usable) < s.clients_per_round:
+            if self._waiting_since_ms is None:
+                self._waiting_since_ms = now_ms
+            if now_ms - self._waiting_since_ms < s.start_wait_ms:
+                return
+        self._waiting_since_ms = None
+        number = self._next_round
+        selected = self._strategy.configure_round(number, usable)[: s.clients_per_round]
+        if len(selected) < s.min_clients:
+            return
+        assert self._next_model is not None
+        deadline = now_ms + s.round_timeout_ms
+        rnd = self._store.open_round(
+            federation_id=self.federation_id,
+            number=number,
+            global_model_digest=self._next_model,
+            selected=selected,
+            deadline_ms=deadline,
+            now_ms=now_ms,
+        )
+        self._open = rnd
+        self._deadline_ms = deadline
+        self._load_global(rnd.global_model_digest)
+        log.info("round %d opened with %s", number, ", ".join(selected))
+
+    def _close(self, *, now_ms: int) -> None:
+        rnd = self._open
+        assert rnd is not None
+        updates = self._store.updates(self.federation_id, rnd.number)
+        if len(updates) >= self._settings.min_clients:
+            assert self._spec is not None
+            self._strategy.begin(self._spec)
+            for upd in updates:
+                self._strategy.accumulate(
+                    self._artifacts.load_arrays(upd.update_digest), upd.num_examples
+                )
+            out = self._artifacts.put(tensors.encode(self._strategy.finalize()))
+            self._ledger.aggregation(
+                round=rnd.number,
+                inputs=[u.receipt_hash for u in updates],
+                input_model_digest=rnd.global_model_digest,
+                output_model_digest=out.digest,
+                strategy=self._strategy.name,
+                now_ms=now_ms,
+            )
+            self._store.complete_round(
+                federation_id=self.federation_id,
+                number=rnd.number,
+                output_model_digest=out.digest,
+                now_ms=now_ms,
+            )
+            self._next_model = out.digest
+            log.info("round %d aggregated from %d updates", rnd.number, len(updates))
+        else:
+            self._store.fail_round(
+                federation_id=self.federation_id, number=rnd.number, now_ms=now_ms
+            )
+            log.warning(
+                "round %d failed: %d updates, %d needed",
+                rnd.number,
+                len(updates),
+                self._settings.min_clients,
+            )
+        self._ledger.checkpoint(now_ms=now_ms)
+        self._open = None
+        self._next_round = rnd.number + 1
+        if rnd.number >= self._settings.rounds:
+            self._finished = True
+            self._store.set_federation_status(self.federation_id, FederationStatus.FINISHED)
+            log.info("federation %s finished", self.federation_id)
+
+    def completed_rounds(self) -> list[RoundRecord]:
+        return [
+            r for r in self._store.rounds(self.federation_id) if r.status is RoundStatus.COMPLETED
+        ]
+
+
+__all__ = ["QUARANTINE_ON", "RoundManager", "RoundSettings", "SubmitResult"]

@@ -1,0 +1,282 @@
+"""The gRPC servicer for fedtee.v1.Federation: authentication, bounds and error mapping.
+
+Every call's input goes through :mod:`fedtee.wire.serde` (bounded, typed) before the gate or
+the round manager sees it; nothing a peer sends is ever unpickled or executed. Every failure
+leaves with a gRPC status AND its stable reason: in the trailing metadata ``fedtee-reason``
+and, where the response has the fields (EnrollResponse, SubmitResult), in the message.
+
+Authentication of GetTask / DownloadModel / SubmitUpdate: the credential in
+``fedtee-credential-bin`` must verify (server signature, federation, expiry), name an enrolled,
+unquarantined client, be bound to that client's current key, and come with a proof of
+possession of that key for this method (:mod:`fedtee.wire.auth`). An expired credential on
+GetTask is answered with a REATTEST task; elsewhere with UNAUTHENTICATED /
+``credential_expired``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, NoReturn
+
+import grpc
+
+from fedtee.errors import (
+    CredentialError,
+    FedteeError,
+    ProtocolError,
+    Reason,
+    StorageError,
+    UpdateRejected,
+)
+from fedtee.server.credentials import CredentialAuthority
+from fedtee.server.gate import EnrolmentGate
+from fedtee.server.rounds import RoundManager
+from fedtee.server.store import ClientRecord, StateStore
+from fedtee.wire import auth, serde
+from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
+from fedtee.wire._gen.fedtee.v1 import federation_pb2_grpc as pb_grpc
+from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
+from fedtee.wire.messages import ModelChunk, SubmitOutcome, Task, TaskKind
+
+log = logging.getLogger(__name__)
+
+SERVICE = "/fedtee.v1.Federation/"
+GET_TASK = SERVICE + "GetTask"
+DOWNLOAD_MODEL = SERVICE + "DownloadModel"
+SUBMIT_UPDATE = SERVICE + "SubmitUpdate"
+UPLOAD_GRACE_MS = 5_000
+
+_STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
+    Reason.MESSAGE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.ROUND_CLOSED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.NOT_SELECTED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CLIENT_QUARANTINED: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.STREAM_STALLED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Reason.MODEL_DIGEST_MISMATCH: grpc.StatusCode.NOT_FOUND,
+    Reason.DEVICE_ABSENT: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+def status_for(exc: FedteeError) -> grpc.StatusCode:
+    if exc.reason in _STATUS_BY_REASON:
+        return _STATUS_BY_REASON[exc.reason]
+    if isinstance(exc, CredentialError):
+        return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(exc, StorageError):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, ProtocolError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
+
+
+def _abort(context: grpc.ServicerContext, exc: FedteeError) -> NoReturn:
+    context.set_trailing_metadata(((auth.REASON_KEY, exc.reason.value),))
+    context.abort(status_for(exc), str(exc))
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _internal(context: grpc.ServicerContext, where: str, exc: Exception) -> NoReturn:
+    log.exception("internal error in %s", where)
+    _abort(context, FedteeError(f"internal error in {where}: {type(exc).__name__}"))
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+class FederationService(pb_grpc.FederationServicer):
+    def __init__(
+        self,
+        *,
+        gate: EnrolmentGate,
+        rounds: RoundManager,
+        authority: CredentialAuthority,
+        store: StateStore,
+        clock: Callable[[], datetime],
+        limits: WireLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self._gate = gate
+        self._rounds = rounds
+        self._authority = authority
+        self._store = store
+        self._clock = clock
+        self._limits = limits
+
+    # --- authentication --------------------------------------------------------------------
+
+    def _authenticate(self, context: grpc.ServicerContext, method: str) -> ClientRecord:
+        now_ms = _ms(self._clock())
+        presented = auth.read_metadata(context.invocation_metadata())
+        cred = self._authority.verify(presented.credential, now_ms=now_ms)
+        client = self._store.get_client(cred.client_id)
+        if client is None or not client.active:
+            raise CredentialError(f"credential names unknown client {cred.client_id!r}")
+        if client.quarantined:
+            raise CredentialError(
+                f"client {client.id!r} is quarantined ({client.quarantine_reason})",
+                reason=Reason.CLIENT_QUARANTINED,
+            )
+        self._authority.verify(
+            presented.credential, now_ms=now_ms, client_id=client.id, public_key=client.public_key
+        )
+        auth.verify_pop(presented, method=method, public_key=client.public_key, now_ms=now_ms)
+        return client
+
+    # --- enrolment -------------------------------------------------------------------------
+
+    def GetChallenge(
+        self, request: pb.ChallengeRequest, context: grpc.ServicerContext
+    ) -> pb.Challenge:
+        try:
+            req = serde.challenge_request_from_proto(request, limits=self._limits)
+            return serde.challenge_to_proto(self._gate.challenge(req))
+        except FedteeError as exc:
+            _abort(context, exc)
+        except Exception as exc:
+            _internal(context, "GetChallenge", exc)
+
+    def Enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollResponse:
+        try:
+            req = serde.enroll_request_from_proto(request, limits=self._limits)
+        except FedteeError as exc:
+            context.set_trailing_metadata(((auth.REASON_KEY, exc.reason.value),))
+            return pb.EnrollResponse(accepted=False, reason=exc.reason.value, message=exc.message)
+        try:
+            outcome = self._gate.enroll(req)
+        except FedteeError as exc:
+            _abort(context, exc)
+        except Exception as exc:
+            _internal(context, "Enroll", exc)
+        if not outcome.accepted:
+            context.set_trailing_metadata(((auth.REASON_KEY, outcome.reason),))
+        return serde.enrolment_to_proto(outcome)
+
+    # --- tasks and models ------------------------------------------------------------------
+
+    def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> pb.Task:
+        try:
+            try:
+                client = self._authenticate(context, GET_TASK)
+            except CredentialError as exc:
+                if exc.reason is not Reason.CREDENTIAL_EXPIRED:
+                    raise
+                context.set_trailing_metadata(((auth.REASON_KEY, exc.reason.value),))
+                return serde.task_to_proto(
+                    Task(kind=TaskKind.REATTEST, federation_id=self._rounds.federation_id)
+                )
+            if request.client_id and request.client_id != client.id:
+                raise CredentialError(
+                    f"task asked for {request.client_id[:64]!r} with {client.id!r}'s credential",
+                    reason=Reason.CREDENTIAL_WRONG_CLIENT,
+                )
+            return serde.task_to_proto(self._rounds.task_for(client))
+        except FedteeError as exc:
+            _abort(context, exc)
+        except Exception as exc:
+            _internal(context, "GetTask", exc)
+
+    def DownloadModel(
+        self, request: pb.ModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ModelChunk]:
+        try:
+            self._authenticate(context, DOWNLOAD_MODEL)
+            req = serde.model_request_from_proto(request)
+            total = self._rounds.model_size(req.digest)
+            chunks = self._rounds.model_chunks(
+                round=req.round, digest=req.digest, offset=req.offset
+            )
+        except FedteeError as exc:
+            _abort(context, exc)
+        except Exception as exc:
+            _internal(context, "DownloadModel", exc)
+        offset = req.offset
+        for data in chunks:
+            yield serde.model_chunk_to_proto(
+                ModelChunk(data=bytes(data), offset=offset, total_size=total)
+            )
+            offset += len(data)
+
+    # --- updates ---------------------------------------------------------------------------
+
+    def SubmitUpdate(
+        self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext
+    ) -> pb.SubmitResult:
+        timer: threading.Timer | None = None
+        try:
+            client = self._authenticate(context, SUBMIT_UPDATE)
+            try:
+                first = next(request_iterator)
+            except StopIteration:
+                raise ProtocolError("update stream is empty") from None
+            header = serde.update_header_from_proto(first, limits=self._limits)
+            # A client that stops sending must not hold a server thread past the round.
+            remaining_ms = max(self._rounds.deadline_ms - _ms(self._clock()), 0)
+            timer = threading.Timer((remaining_ms + UPLOAD_GRACE_MS) / 1000, context.cancel)
+            timer.daemon = True
+            timer.start()
+            result = self._rounds.submit(
+                client,
+                signed=header.receipt,
+                size=header.size,
+                chunks=self._data(request_iterator),
+            )
+        except FedteeError as exc:
+            if isinstance(exc, CredentialError) or exc.reason is Reason.MESSAGE_TOO_LARGE:
+                _abort(context, exc)
+            context.set_trailing_metadata(((auth.REASON_KEY, exc.reason.value),))
+            return serde.submit_outcome_to_proto(
+                SubmitOutcome(accepted=False, reason=exc.reason.value, message=exc.message)
+            )
+        except Exception as exc:
+            _internal(context, "SubmitUpdate", exc)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        reason = "" if result.reason is None else result.reason.value
+        if reason:
+            context.set_trailing_metadata(((auth.REASON_KEY, reason),))
+        return serde.submit_outcome_to_proto(
+            SubmitOutcome(accepted=result.accepted, reason=reason, message=result.message)
+        )
+
+    def _data(self, request_iterator: Iterator[pb.UpdateChunk]) -> Iterator[bytes]:
+        while True:
+            try:
+                msg = next(request_iterator)
+            except StopIteration:
+                return
+            except Exception as exc:  # the client went away or was cut off at the deadline
+                raise UpdateRejected(
+                    f"update stream broke off: {type(exc).__name__}",
+                    reason=Reason.STREAM_STALLED,
+                ) from exc
+            yield serde.update_data_from_proto(msg, limits=self._limits)
+
+    def GetServerEvidence(
+        self, request: pb.ServerEvidenceRequest, context: grpc.ServicerContext
+    ) -> pb.ServerEvidence:
+        del request
+        _abort(
+            context,
+            FedteeError(
+                "this aggregator runs outside a TEE and has no evidence to show",
+                reason=Reason.DEVICE_ABSENT,
+            ),
+        )
+
+
+def reason_of(error: Any) -> str:
+    """The ``fedtee-reason`` trailing metadata of a failed call (client side helper)."""
+    try:
+        for key, value in error.trailing_metadata() or ():
+            if key == auth.REASON_KEY:
+                return str(value)
+    except Exception:  # not a grpc.Call
+        return ""
+    return ""
+
+
+__all__ = ["FederationService", "reason_of", "status_for"]
