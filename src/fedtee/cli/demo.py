@@ -41,6 +41,7 @@ from typing import IO, Any
 
 from fedtee.cli.init import InitOptions, client_toml, init_federation
 from fedtee.errors import ConfigError, FedteeError
+from fedtee.server.app import StatePaths
 
 HONEST_TRAINER = "fedtee.client.examples.digits:DigitsTrainer"
 MODIFIED_TRAINER = "fedtee.client.examples.digits_modified:ModifiedDigitsTrainer"
@@ -52,25 +53,6 @@ TAMPER_REASONS = frozenset(
     {"update_digest_mismatch", "receipt_signature_invalid", "receipt_malformed"}
 )
 MODIFIED_REASON = "measurement_not_allowed"
-
-
-@dataclass(frozen=True, kw_only=True)
-class StatePaths:
-    """Where ``fedtee server start`` keeps its state under ``state_dir``."""
-
-    database: Path
-    artifacts: Path
-    ledger: Path
-    server_key: Path  # public key (or certificate) that signs ledger checkpoints
-
-    @classmethod
-    def of(cls, state_dir: Path) -> StatePaths:
-        return cls(
-            database=state_dir / "state.db",
-            artifacts=state_dir / "artifacts",
-            ledger=state_dir / "ledger.jsonl",
-            server_key=state_dir / "ledger-key.pem",
-        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -81,6 +81,22 @@ def trainer_measurement(trainer: str) -> bytes:
     return measure_trainer(TrainerSpec(target=trainer))
 
 
+def initial_model(trainer: str, *, seed: int = 0) -> bytes:
+    """Round 1's global model: the trainer module's ``initial_arrays(seed)`` as safetensors."""
+    import importlib
+
+    from fedtee import tensors
+    from fedtee.client.trainer import TrainerSpec
+
+    spec = TrainerSpec(target=trainer)
+    make = getattr(importlib.import_module(spec.module), "initial_arrays", None)
+    if not callable(make):
+        raise ConfigError(
+            f"{spec.module} has no initial_arrays(seed); write initial-model.safetensors yourself"
+        )
+    return tensors.encode(make(seed))
+
+
 def _sim_root_pems() -> tuple[bytes, bytes]:
     """A fresh sim root as (certificate PEM, private key PEM), from the sim backend."""
     import importlib
@@ -146,18 +162,27 @@ def server_toml(opts: InitOptions) -> str:
 # Paths are relative to this file.
 
 [federation]
-id = "{opts.federation_id}"          # names this federation in receipts and the ledger
-rounds = {opts.rounds}                   # rounds to run before FINISHED
-clients_per_round = {opts.clients_per_round}        # how many enrolled clients train in one round
-min_clients = {opts.min_clients}              # fewest accepted updates to aggregate a round
-round_timeout_s = 60            # a round closes after this, with whatever arrived
-model = "{opts.trainer}"  # initial model: the trainer module's initial_arrays()
+id = "{opts.federation_id}"   # names this federation in receipts, credentials and the ledger
+initial_model = "initial-model.safetensors"  # round 1's global model (safetensors)
 
 [server]
-address = "127.0.0.1:{opts.port}"    # host:port to listen on
+address = "127.0.0.1:{opts.port}"    # host:port to listen on ("0.0.0.0:{opts.port}" for all)
 tls_cert = "server.pem"         # signed by ca.pem (fedtee init made both)
 tls_key = "server.key"
-state_dir = "state"             # SQLite state, model artifacts and the ledger
+state_dir = "state"             # state.db, artifacts/, ledger.jsonl, the server's key
+
+[rounds]
+rounds = {opts.rounds}                      # rounds to run, then FINISHED
+clients_per_round = {opts.clients_per_round}       # enrolled clients asked to train in a round
+min_clients = {opts.min_clients}                 # fewest accepted updates to aggregate a round
+round_timeout_s = 60            # a round closes at this deadline with what arrived
+start_wait_s = 10               # before round 1, wait this long for clients_per_round clients
+# max_update_norm = 100.0       # reject updates further than this (L2) from the global model
+
+[rounds.config]                 # hyper-parameters sent to every client's trainer, as strings
+lr = "0.5"
+local_epochs = "5"
+batch_size = "32"
 
 [attestation]
 policy = "policy.toml"          # what evidence is accepted (see docs/quickstart.md)
@@ -242,6 +267,7 @@ def init_federation(opts: InitOptions, *, now: datetime | None = None) -> dict[s
             ).encode(),
             False,
         ),
+        ("initial_model", "initial-model.safetensors", initial_model(opts.trainer), False),
         ("server_config", "server.toml", server_toml(opts).encode(), False),
         ("client_config", "client.toml", client_toml(opts).encode(), False),
     ]
