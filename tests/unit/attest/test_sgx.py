@@ -7,12 +7,15 @@ fedtee.attest.testing.dcap with a fixed ``now``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedtee.attest.evidence import dcap
 from fedtee.attest.model import Evidence, TcbStatus, TeeType, TrustAnchors, VerifiedEvidence
@@ -474,3 +477,35 @@ def test_pck_without_sgx_extensions_rejected(pki: FakeIntelPki) -> None:
     with pytest.raises(VerificationError) as info:
         _dcap.parse_pck_extensions(pki.platform_ca)
     assert info.value.reason is Reason.CERT_MALFORMED
+
+
+# --- property: the whole verifier fails closed ------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, len(QUOTE) - 1), st.integers(1, 255)), min_size=1, max_size=4)
+)
+def test_mutated_quote_raises_only_attestation_errors(edits: list[tuple[int, int]]) -> None:
+    data = bytearray(QUOTE)
+    for pos, xor in edits:
+        data[pos] ^= xor
+    try:
+        v = verify_real(bytes(data))
+    except AttestationError:
+        return
+    # Only bytes no one signs or reads may change without rejection (the PEM's trailing
+    # padding); then the outcome must be the original one.
+    assert v.tcb_status is TcbStatus.OUT_OF_DATE
+    assert v.claims["mrenclave"] == EXPECTED["mrenclave"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(REAL)), st.integers(0, 5000), st.integers(1, 255))
+def test_mutated_collateral_raises_only_attestation_errors(
+    key: tuple[str, str], pos: int, xor: int
+) -> None:
+    data = bytearray(REAL[key])
+    data[pos % len(data)] ^= xor
+    with contextlib.suppress(AttestationError):
+        verify_real(collateral={**REAL, key: bytes(data)})

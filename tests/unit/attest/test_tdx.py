@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedtee.attest.evidence import dcap
 from fedtee.attest.model import Evidence, TcbStatus, TeeType, TrustAnchors, VerifiedEvidence
@@ -312,3 +314,19 @@ def test_unknown_tdx_module_major_is_unsupported(pki: FakeIntelPki, pck: FakePck
     quote = make_quote(pck, version=5, tdx=True, body={"tee_tcb_svn": bytes([7, 3, 2]) + bytes(13)})
     v = verify_fake(pki, quote, _with_module_identities(pki))
     assert v.tcb_status is TcbStatus.UNSUPPORTED
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, len(V4) - 1), st.integers(1, 255)), min_size=1, max_size=4)
+)
+def test_mutated_v4_raises_only_attestation_errors(edits: list[tuple[int, int]]) -> None:
+    data = bytearray(V4)
+    for pos, xor in edits:
+        data[pos] ^= xor
+    try:
+        v = verify(bytes(data), now=V4_AT)
+    except AttestationError:
+        return
+    assert v.tcb_status is TcbStatus.UNSUPPORTED
+    assert v.claims["mrtd"] == E4["mrtd"]

@@ -63,7 +63,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -97,6 +97,15 @@ _TAG_SEQUENCE: Final = 0x30
 
 MAX_COLLATERAL_BYTES: Final = 512 * 1024
 _CACHE_LIMIT: Final = 256
+# What cryptography raises, often lazily on first access to a field, for damaged X.509 data.
+_X509_ERRORS: Final = (
+    ValueError,
+    TypeError,
+    InvalidSignature,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+)
 # The real Intel SGX Root CA (same pin as fedtee.attest.trust.intel.ROOT_FINGERPRINT).
 INTEL_ROOT_FINGERPRINT: Final = bytes.fromhex(
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
@@ -194,8 +203,8 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     """Step 5: read the SGX extensions of a PCK certificate (CERT_MALFORMED if absent)."""
     try:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID))
-    except (x509.ExtensionNotFound, ValueError) as exc:
-        raise _cert_error("PCK certificate has no SGX extensions") from exc
+    except (x509.ExtensionNotFound, *_X509_ERRORS) as exc:
+        raise _cert_error("PCK certificate has no readable SGX extensions") from exc
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):
         raise _cert_error("PCK certificate SGX extensions are not raw DER")
@@ -287,7 +296,7 @@ def _ecdsa_ok(key: ec.EllipticCurvePublicKey, raw_sig: bytes, message: bytes) ->
 def _p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
     try:
         key = cert.public_key()
-    except ValueError as exc:
+    except _X509_ERRORS as exc:
         raise _cert_error(f"{what}: unreadable public key") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise _cert_error(f"{what}: key is not ECDSA P-256")
@@ -315,7 +324,7 @@ def _cn(cert: x509.Certificate) -> str:
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except _X509_ERRORS:
         return False
     return True
 
@@ -323,7 +332,7 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, *_X509_ERRORS):
         return False
     return bc.ca
 
@@ -336,7 +345,7 @@ class _Chain:
 def load_pem_chain(pem: bytes, what: str, error: ErrorFactory) -> tuple[x509.Certificate, ...]:
     try:
         certs = tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError as exc:
+    except _X509_ERRORS as exc:
         raise error(f"{what}: unreadable PEM certificates", Reason.CERT_MALFORMED) from exc
     if not certs or len(certs) > 4:
         raise error(
@@ -404,7 +413,11 @@ def verify_chain(
     key = (_digest(pem), _roots_key(roots))
     chain = _chain_cache.get(key)
     if chain is None:
-        chain = _build_chain(load_pem_chain(pem, what, error), roots, what, error)
+        try:
+            chain = _build_chain(load_pem_chain(pem, what, error), roots, what, error)
+        except _X509_ERRORS as exc:
+            # cryptography parses certificate fields lazily: a damaged field surfaces here.
+            raise error(f"{what}: malformed certificate", Reason.CERT_MALFORMED) from exc
         _chain_cache.put(key, chain)
     _check_validity(chain, now, what, error)
     return chain.certs
@@ -430,30 +443,32 @@ def _load_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
     if cached is not None:
         return cached
     try:
+        parsed = _parse_crl(der, issuer, what)
+    except _X509_ERRORS as exc:
+        # cryptography parses CRL fields lazily: a damaged field surfaces here.
+        raise VerificationError(f"{what}: malformed CRL", reason=Reason.CRL_INVALID) from exc
+    return _crl_cache.put(key, parsed)
+
+
+def _parse_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
+    try:
         crl = x509.load_der_x509_crl(der)
     except ValueError:
-        try:
-            crl = x509.load_pem_x509_crl(der)
-        except ValueError as exc:
-            raise VerificationError(f"{what}: unreadable CRL", reason=Reason.CRL_INVALID) from exc
+        crl = x509.load_pem_x509_crl(der)
     if crl.issuer != issuer.subject:
         raise VerificationError(
             f"{what}: CRL issued by {crl.issuer.rfc4514_string()!r}, expected {_cn(issuer)!r}",
             reason=Reason.CRL_INVALID,
         )
-    try:
-        signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        signed = False
+    signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     if not signed:
         raise VerificationError(f"{what}: CRL signature invalid", reason=Reason.CRL_INVALID)
-    parsed = _Crl(
+    return _Crl(
         issuer_cn=_cn(issuer),
         revoked=frozenset(r.serial_number for r in crl),
         last_update=crl.last_update_utc,
         next_update=crl.next_update_utc,
     )
-    return _crl_cache.put(key, parsed)
 
 
 def check_revocation(
