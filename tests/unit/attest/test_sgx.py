@@ -509,3 +509,23 @@ def test_mutated_collateral_raises_only_attestation_errors(
     data[pos % len(data)] ^= xor
     with contextlib.suppress(AttestationError):
         verify_real(collateral={**REAL, key: bytes(data)})
+
+
+def test_embedded_intel_root_is_the_pinned_one() -> None:
+    (root,) = anchors()
+    assert _dcap.fingerprint(root) == _dcap.INTEL_ROOT_FINGERPRINT
+    assert _dcap.root_crl_key(root) == "intel"
+    assert root.subject == root.issuer  # self-signed
+    shared = DATA.parent.parent.parent / "src" / "fedtee" / "attest" / "trust"
+    assert (shared / "intel_sgx_root_ca.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 1
+
+
+def test_sgx_verifier_refuses_evidence_labelled_otherwise() -> None:
+    with pytest.raises(EvidenceFormatError) as info:
+        SgxVerifier().verify(
+            Evidence(TeeType.TDX, QUOTE),
+            trust=INTEL,
+            collateral=DictCollateral(REAL),
+            now=VERIFY_AT,
+        )
+    assert info.value.reason is Reason.EVIDENCE_TYPE_UNKNOWN

@@ -39,7 +39,7 @@ class SgxVerifier:
         collateral: CollateralSource,
         now: datetime,
     ) -> VerifiedEvidence:
-        if evidence.tee is not TeeType.SGX:
+        if evidence.tee != TeeType.SGX:
             raise EvidenceFormatError(
                 f"SGX verifier given {evidence.tee.value} evidence",
                 reason=Reason.EVIDENCE_TYPE_UNKNOWN,

@@ -45,7 +45,7 @@ class TdxVerifier:
         collateral: CollateralSource,
         now: datetime,
     ) -> VerifiedEvidence:
-        if evidence.tee is not TeeType.TDX:
+        if evidence.tee != TeeType.TDX:
             raise EvidenceFormatError(
                 f"TDX verifier given {evidence.tee.value} evidence",
                 reason=Reason.EVIDENCE_TYPE_UNKNOWN,
