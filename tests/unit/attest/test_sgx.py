@@ -529,3 +529,14 @@ def test_sgx_verifier_refuses_evidence_labelled_otherwise() -> None:
             now=VERIFY_AT,
         )
     assert info.value.reason is Reason.EVIDENCE_TYPE_UNKNOWN
+
+
+def test_pck_key_cannot_sign_tcb_info(pki: FakeIntelPki, pck: FakePck) -> None:
+    # A platform's own PCK chain offered as the TCB signing chain, with a tcbInfo it signed.
+    items = pki.collateral()
+    items[("tcb-signing-chain", "intel")] = pck.chain_pem
+    items[("sgx-tcbinfo", FMSPC.hex())] = pki.sign_json("tcbInfo", pki.tcb_info_body(), key=pck.key)
+    assert reason_of(verify_fake, pki, make_quote(pck), collateral=items) == (
+        CollateralError,
+        Reason.CHAIN_INVALID,
+    )

@@ -1009,6 +1009,15 @@ def tcb_signer(
         error=_collateral_error,
     )
     signer = chain[0]
+    # Only Intel's TCB Signing certificate, issued directly by the root, may sign TCB info.
+    # Without this, a PCK key extracted from one compromised platform, presented with its
+    # own chain, could sign a tcbInfo calling every platform UpToDate.
+    if len(chain) != 2 or _is_ca(signer) or "SGX TCB Signing" not in _cn(signer):
+        raise CollateralError(
+            f"TCB signing chain: {_cn(signer)!r} is not an SGX TCB Signing certificate "
+            "issued by the root",
+            reason=Reason.CHAIN_INVALID,
+        )
     check_revocation(
         signer,
         chain[-1],
