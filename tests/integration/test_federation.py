@@ -1,0 +1,226 @@
+"""The federation server end to end: real gRPC over loopback TLS, a SQLite file, sim TEE."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from fedtee import identity, tensors
+from fedtee.client.transport import TaskKind
+from fedtee.errors import ProtocolError, Reason
+from fedtee.ledger.log import verify_ledger
+from fedtee.server.store import RoundStatus, StateStore
+
+from .conftest import FED, GOOD, Harness
+
+
+def _rounds(h: Harness) -> dict[int, RoundStatus]:
+    assert h.server is not None and h.server.store is not None
+    return {r.number: r.status for r in h.server.store.rounds(FED)}
+
+
+def _wait(cond: object, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_enrolment_accepted_and_two_rounds_aggregate(harness: Harness) -> None:
+    server = harness.start(rounds=2, clients_per_round=2, min_clients=2)
+    a, b = harness.peer("alice"), harness.peer("bob")
+    for p in (a, b):
+        out = p.enroll()
+        assert out.accepted, out
+        assert out.credential and out.attestation_result_json
+
+    for delta_a, delta_b in ((1.0, 3.0), (1.0, 3.0)):
+        assert a.train(delta=delta_a).accepted
+        assert b.train(delta=delta_b).accepted
+        _wait(lambda: not server.rounds or server.rounds.open_round is None or server.finished)
+
+    _wait(lambda: server.finished)
+    assert a.task().kind is TaskKind.FINISHED
+    assert _rounds(harness) == {1: RoundStatus.COMPLETED, 2: RoundStatus.COMPLETED}
+    # FedAvg of +1 and +3 with equal weights, twice: every weight is 4.
+    store = server.store
+    assert store is not None
+    final = store.get_round(FED, 2)
+    assert final is not None and final.output_model_digest is not None
+    arrays = tensors.decode(
+        (server.paths.artifacts / f"{final.output_model_digest.hex()}.safetensors").read_bytes()
+    )
+    assert np.allclose(arrays["w"], 4.0) and np.allclose(arrays["b"], 4.0)
+    report = verify_ledger(server.paths.ledger.read_bytes(), server_public_key=None)
+    assert report.final_model_digest == final.output_model_digest.hex()
+    assert len(report.enrolled_clients) == 2
+
+
+def test_enrolment_rejections_each_with_their_reason(harness: Harness) -> None:
+    harness.start(measurements=[GOOD])
+    cases = {
+        "wrong-nonce": dict(send_nonce=os.urandom(32)),
+        "key-not-bound": dict(bind_key=identity.public_key_der(identity.generate())),
+    }
+    results = {name: harness.peer(name).enroll(**kw) for name, kw in cases.items()}  # type: ignore[arg-type]
+    results["unlisted"] = harness.peer("unlisted", measurement=bytes.fromhex("b2" * 48)).enroll()
+    results["debug"] = harness.peer("debug", debug=True).enroll()
+    expected = {
+        "wrong-nonce": Reason.NONCE_UNKNOWN,
+        "key-not-bound": Reason.REPORT_DATA_MISMATCH,
+        "unlisted": Reason.MEASUREMENT_NOT_ALLOWED,
+        "debug": Reason.DEBUG_ENABLED,
+    }
+    for name, reason in expected.items():
+        assert not results[name].accepted, name
+        assert results[name].reason == reason.value, (name, results[name])
+        assert results[name].credential == b""
+    server = harness.server
+    assert server is not None and server.store is not None
+    recorded = {(r.client_id, r.reason) for r in server.store.rejections(FED)}
+    assert {(n, r) for n, r in expected.items()} <= recorded
+    assert server.store.list_clients(FED) == []
+
+
+def test_nonce_is_single_use_and_one_platform_one_client(harness: Harness) -> None:
+    harness.start()
+    a = harness.peer("a")
+    ch = a.transport.get_challenge(client_id="a", tee=a.attester.tee, aux={})
+    from fedtee.attest.binding import report_data
+
+    ev = a.attester.attest(report_data(nonce=ch.nonce, public_key=a.public_key))
+    first = a.transport.enroll(client_id="a", nonce=ch.nonce, public_key=a.public_key, evidence=ev)
+    again = a.transport.enroll(client_id="a", nonce=ch.nonce, public_key=a.public_key, evidence=ev)
+    assert first.accepted and not again.accepted
+    assert again.reason == Reason.NONCE_REUSED.value
+    twin = harness.peer("a-twin")
+    twin.attester = a.attester  # same platform (sim platform key), another client id
+    twin.platform = a.platform
+    out = twin.enroll()
+    assert out.reason == Reason.PLATFORM_ALREADY_ENROLLED.value
+
+
+def test_tampered_update_rejected_and_client_quarantined(harness: Harness) -> None:
+    server = harness.start(rounds=1, clients_per_round=2, min_clients=1, round_timeout_ms=1500)
+    honest, cheat = harness.peer("honest"), harness.peer("cheat")
+    assert honest.enroll().accepted and cheat.enroll().accepted
+    task = cheat.wait_task()
+    signed, data = cheat.make_update(task)
+    tampered = tensors.encode({k: v * 0 + 100 for k, v in tensors.decode(data).items()})
+    out = cheat.submit(signed, tampered)
+    assert not out.accepted and out.reason == Reason.UPDATE_DIGEST_MISMATCH.value
+    assert honest.train().accepted
+    _wait(lambda: server.finished)
+    assert _rounds(harness) == {1: RoundStatus.COMPLETED}
+    store = server.store
+    assert store is not None
+    client = store.get_client("cheat")
+    assert client is not None and client.quarantined
+    assert [u.client_id for u in store.updates(FED, 1)] == ["honest"]
+    with pytest.raises(ProtocolError) as exc:
+        cheat.task()
+    assert exc.value.reason is Reason.CLIENT_QUARANTINED
+    report = verify_ledger(server.paths.ledger.read_bytes(), server_public_key=None)
+    assert report.rejected_receipts == 1
+
+
+def test_receipt_replayed_in_a_later_round_rejected(harness: Harness) -> None:
+    server = harness.start(rounds=2, clients_per_round=1, min_clients=1)
+    a = harness.peer("a")
+    assert a.enroll().accepted
+    assert a.train().accepted
+    old_signed, old_data = a.last_signed, a.last_update
+    assert old_signed is not None
+    _wait(
+        lambda: (
+            server.rounds is not None
+            and server.rounds.open_round is not None
+            and server.rounds.open_round.number == 2
+        )
+    )
+    a.wait_task()
+    out = a.submit(old_signed, old_data)
+    assert not out.accepted and out.reason == Reason.RECEIPT_REPLAYED.value
+
+
+def test_a_client_dying_mid_round_does_not_stall_it(harness: Harness) -> None:
+    server = harness.start(rounds=1, clients_per_round=3, min_clients=2, round_timeout_ms=1500)
+    peers = [harness.peer(n) for n in ("p1", "p2", "dies")]
+    for p in peers:
+        assert p.enroll().accepted
+    dying = peers[2]
+    task = dying.wait_task()
+    signed, data = dying.make_update(task)
+
+    def half_then_die() -> Iterator[bytes]:
+        yield data[: len(data) // 2]
+        raise ConnectionResetError("client process killed")
+
+    with pytest.raises(ProtocolError):  # the call breaks off on the client's side
+        dying.submit(signed, data, chunks=half_then_die())
+    dying.close()
+    assert peers[0].train().accepted and peers[1].train().accepted
+    _wait(lambda: server.finished)
+    store = server.store
+    assert store is not None
+    assert sorted(u.client_id for u in store.updates(FED, 1)) == ["p1", "p2"]
+    assert _rounds(harness) == {1: RoundStatus.COMPLETED}
+    _wait(lambda: any(r.reason is Reason.STREAM_STALLED for r in store.rejections(FED)))
+
+
+def test_server_restart_mid_round_resumes_without_losing_accepted_updates(
+    harness: Harness,
+) -> None:
+    harness.start(rounds=2, clients_per_round=2, min_clients=2)
+    a, b = harness.peer("a"), harness.peer("b")
+    assert a.enroll().accepted and b.enroll().accepted
+    assert a.train(delta=2.0).accepted
+    harness.stop()  # killed mid-round: a's update is in, b's is not
+
+    server = harness.start()
+    assert _rounds(harness) == {1: RoundStatus.OPEN}
+    a, b = harness.peer("a", key=a.key), harness.peer("b", key=b.key)
+    for old, new in ((a, a), (b, b)):
+        del old
+        assert new.enroll().accepted  # the same clients re-attest to the restarted server
+    assert b.wait_task().round == 1
+    assert a.task().kind is TaskKind.WAIT  # a's accepted update survived the restart
+    assert b.train(delta=4.0).accepted
+    _wait(lambda: _rounds(harness).get(1) is RoundStatus.COMPLETED)
+    store = server.store
+    assert store is not None
+    assert sorted(u.client_id for u in store.updates(FED, 1)) == ["a", "b"]
+    out = store.get_round(FED, 1)
+    assert out is not None and out.output_model_digest is not None
+    arrays = tensors.decode(
+        (server.paths.artifacts / f"{out.output_model_digest.hex()}.safetensors").read_bytes()
+    )
+    assert np.allclose(arrays["w"], 3.0)
+    verify_ledger(server.paths.ledger.read_bytes(), server_public_key=None)
+
+
+def test_expired_credential_means_reattest(harness: Harness) -> None:
+    harness.start(credential_ttl_ms=60_000)
+    a = harness.peer("a")
+    assert a.enroll().accepted
+    assert a.task().kind in (TaskKind.WAIT, TaskKind.TRAIN)
+    harness.clock.offset = timedelta(seconds=61)
+    assert a.task().kind is TaskKind.REATTEST
+    assert a.enroll().accepted
+    assert a.task().kind is not TaskKind.REATTEST
+
+
+def test_sqlite_state_is_a_real_file(harness: Harness) -> None:
+    harness.start()
+    assert harness.peer("a").enroll().accepted
+    harness.stop()
+    store = StateStore.open(str(harness.tmp / "state" / "state.db"))
+    try:
+        assert [c.id for c in store.list_clients(FED)] == ["a"]
+    finally:
+        store.close()
