@@ -64,7 +64,8 @@ class DemoOptions:
     seed: int = 0
     target: float = 0.90
     timeout_s: float = 600.0
-    round_timeout_s: int = 30
+    round_timeout_s: int = 15
+    start_wait_s: int = 2
     live: bool = True
 
 
@@ -264,7 +265,12 @@ def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
     server_toml = workdir / "server.toml"
     text = server_toml.read_text(encoding="utf-8")
     server_toml.write_text(
-        text.replace("round_timeout_s = 60", f"round_timeout_s = {opts.round_timeout_s}"),
+        # Short waits: everyone is on this machine. A round in which the tamperer was asked
+        # runs to its deadline (its update never arrives in acceptable form); later rounds,
+        # with only honest clients, close as soon as all of them have sent their update.
+        text.replace("round_timeout_s = 60", f"round_timeout_s = {opts.round_timeout_s}").replace(
+            "start_wait_s = 10", f"start_wait_s = {opts.start_wait_s}"
+        ),
         encoding="utf-8",
     )
     configs = _write_client_configs(workdir, opts, init)
