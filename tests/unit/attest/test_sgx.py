@@ -540,3 +540,21 @@ def test_pck_key_cannot_sign_tcb_info(pki: FakeIntelPki, pck: FakePck) -> None:
         CollateralError,
         Reason.CHAIN_INVALID,
     )
+
+
+def test_pck_that_is_a_ca_rejected(pki: FakeIntelPki) -> None:
+    rogue = pki.pck(leaf_is_ca=True)
+    assert reason_of(verify_fake, pki, make_quote(rogue)) == (
+        VerificationError,
+        Reason.CHAIN_INVALID,
+    )
+
+
+def test_tcb_type_other_than_zero_rejected(pki: FakeIntelPki, pck: FakePck) -> None:
+    body = pki.tcb_info_body()
+    body["tcbType"] = 1
+    items = {**pki.collateral(), ("sgx-tcbinfo", FMSPC.hex()): pki.sign_json("tcbInfo", body)}
+    assert reason_of(verify_fake, pki, make_quote(pck), collateral=items) == (
+        CollateralError,
+        Reason.COLLATERAL_MALFORMED,
+    )

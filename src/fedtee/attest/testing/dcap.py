@@ -227,6 +227,7 @@ class FakeIntelPki:
         not_before: datetime | None = None,
         not_after: datetime | None = None,
         ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
+        leaf_is_ca: bool = False,
     ) -> FakePck:
         ca_key, ca_cert = ca or (self.ca_key, self.platform_ca)
         key = _key()
@@ -245,7 +246,7 @@ class FakeIntelPki:
             issuer=ca_cert.subject,
             key=key,
             signer=ca_key,
-            ca=False,
+            ca=leaf_is_ca,
             not_before=not_before or self.now - timedelta(days=30),
             not_after=not_after or self.now + timedelta(days=365),
             extra=(ext,),

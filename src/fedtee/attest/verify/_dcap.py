@@ -708,6 +708,9 @@ def parse_tcb_info(body: Mapping[str, Any], what: str) -> TcbInfo:
     if ident not in ("SGX", "TDX"):
         raise _malformed(what, f"tcbInfo id {ident!r}")
     tdx = ident == "TDX"
+    if body.get("tcbType") != 0:
+        # tcbType 0 is the only defined mapping of SVNs to TCB components.
+        raise _malformed(what, f"tcbType {body.get('tcbType')!r}; supported: 0")
     levels = body.get("tcbLevels")
     if not isinstance(levels, list) or not levels or len(levels) > 256:
         raise _malformed(what, "tcbLevels is not a non-empty list")
@@ -928,6 +931,8 @@ def verify_quote_signatures(
             reason=Reason.CHAIN_INVALID,
         )
     pck_cert, pck_ca, root = chain
+    if _is_ca(pck_cert):
+        raise VerificationError("PCK certificate is a CA certificate", reason=Reason.CHAIN_INVALID)
     check_revocation(
         pck_cert,
         pck_ca,
