@@ -36,6 +36,7 @@ from fedtee.attest.binding import report_data
 from fedtee.attest.model import Attester
 from fedtee.client.trainer import Trainer, TrainerSpec
 from fedtee.client.transport import (
+    Enrolment,
     ServerUnavailable,
     Session,
     SubmitOutcome,
@@ -175,29 +176,27 @@ class ClientRuntime:
         challenge_request = getattr(self.attester, "challenge_request", None)
         if callable(challenge_request):
             request_aux = challenge_request()
-        challenge = self._retry(
-            "GetChallenge",
-            lambda: self.transport.get_challenge(
+
+        def exchange() -> Enrolment:
+            # One attempt is challenge -> evidence -> Enroll. A nonce is single use, so after
+            # a dropped Enroll the whole exchange is redone with a fresh challenge.
+            challenge = self.transport.get_challenge(
                 client_id=self.client_id, tee=self.attester.tee, aux=request_aux
-            ),
-        )
-        activate = getattr(self.attester, "activate", None)
-        if challenge.aux and callable(activate):
-            activate(challenge.aux)
-        bound = report_data(
-            nonce=challenge.nonce, public_key=public, size=self.attester.report_data_size
-        )
-        evidence = self.attester.attest(bound)
-        # Not retried blindly: a nonce is single use, so a lost Enroll needs a new challenge.
-        result = self._retry(
-            "Enroll",
-            lambda: self.transport.enroll(
+            )
+            activate = getattr(self.attester, "activate", None)
+            if challenge.aux and callable(activate):
+                activate(challenge.aux)
+            bound = report_data(
+                nonce=challenge.nonce, public_key=public, size=self.attester.report_data_size
+            )
+            return self.transport.enroll(
                 client_id=self.client_id,
                 nonce=challenge.nonce,
                 public_key=public,
-                evidence=evidence,
-            ),
-        )
+                evidence=self.attester.attest(bound),
+            )
+
+        result: Enrolment = self._retry("enrolment", exchange)
         if not result.accepted:
             reason = _reason(result.reason, Reason.INTERNAL)
             self._emit("enrol_rejected", reason=reason.value, detail=result.message)

@@ -233,3 +233,21 @@ def test_short_lived_credentials_do_not_cause_an_enrolment_loop() -> None:
     runtime, _, _ = _runtime(server)  # clock fixed at 1_000 ms, margin 5_000 ms > TTL
     summary = runtime.run()
     assert summary.accepted == 2 and summary.enrolments == 1
+
+
+def test_a_dropped_enroll_is_redone_with_a_fresh_challenge() -> None:
+    class Dropping(FakeServer):
+        drops = 1
+
+        def enroll(self, **kw):  # type: ignore[no-untyped-def]
+            result = super().enroll(**kw)  # the server consumed the nonce...
+            if self.drops:
+                self.drops -= 1
+                raise ServerUnavailable("connection reset")  # ...but the reply was lost
+            return result
+
+    server = Dropping(rounds=1)
+    attester = FakeAttester()
+    runtime, _, sleeps = _runtime(server, attester=attester)
+    assert runtime.run().accepted == 1
+    assert attester.calls == 2 and len(sleeps) == 1
