@@ -265,7 +265,7 @@ class ClientRuntime:
         """Train on the global model; return the signed receipt and the update's bytes."""
         arrays = tensors.decode(model)
         result = self.trainer.fit(arrays, dict(task.config))
-        update = tensors.encode(result.arrays)
+        update = tensors.encode_pure(result.arrays)  # numpy + json: no safetensors on clients
         receipt = Receipt(
             federation_id=task.federation_id,
             round=task.round,

@@ -251,3 +251,20 @@ def test_a_dropped_enroll_is_redone_with_a_fresh_challenge() -> None:
     runtime, _, sleeps = _runtime(server, attester=attester)
     assert runtime.run().accepted == 1
     assert attester.calls == 2 and len(sleeps) == 1
+
+
+def test_the_client_side_imports_no_server_or_heavy_packages() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import fedtee.client.runtime, fedtee.client.grpc_transport, fedtee.client.cheats\n"
+        "heavy = {'cbor2', 'safetensors', 'sqlalchemy', 'rich', 'sklearn', 'torch'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('fedtee.server')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == ["[]", "[]"]
