@@ -1,0 +1,324 @@
+"""``fedtee server start --config server.toml``: run a federation server until stopped.
+
+server.toml (``fedtee init`` writes a commented one; docs/config.md documents every key)::
+
+    [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
+    [server]         address, tls_cert, tls_key, state_dir
+    [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
+                     max_update_norm (optional)
+    [rounds.config]  string hyper-parameters handed to clients with each task
+    [attestation]    policy, sim_root (optional), collateral_dir (optional),
+                     nonce_ttl_s, credential_ttl_s
+
+Unknown tables or keys are errors. Relative paths resolve against the config file's folder.
+The server keeps serving after the last round (clients hear FINISHED) until SIGINT/SIGTERM,
+or ``--exit-after-finish`` seconds after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import threading
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from fedtee import tensors
+from fedtee.attest.model import CollateralSource, TeeType, TrustAnchors
+from fedtee.errors import ConfigError
+
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_FILE_BYTES = 1 << 20
+MAX_MODEL_FILE_BYTES = 1 << 32
+
+_SCHEMA: dict[str, set[str]] = {
+    "federation": {"id", "initial_model", "model"},
+    "server": {"address", "tls_cert", "tls_key", "state_dir"},
+    "rounds": {
+        "rounds",
+        "clients_per_round",
+        "min_clients",
+        "round_timeout_s",
+        "start_wait_s",
+        "max_update_norm",
+        "config",
+    },
+    "attestation": {"policy", "sim_root", "collateral_dir", "nonce_ttl_s", "credential_ttl_s"},
+}
+_REQUIRED: dict[str, set[str]] = {
+    "federation": {"id"},
+    "server": {"address", "tls_cert", "tls_key"},
+    "attestation": {"policy"},
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerFileConfig:
+    federation_id: str
+    initial_model: Path | None  # safetensors file of round 1's global model
+    model: str | None  # or "package.module:Trainer": the module's initial_arrays()
+    rounds: int
+    clients_per_round: int
+    min_clients: int
+    round_timeout_s: float
+    start_wait_s: float
+    max_update_norm: float | None
+    address: str
+    tls_cert: Path
+    tls_key: Path
+    state_dir: Path
+    policy: Path
+    sim_root: Path | None
+    collateral_dir: Path | None
+    nonce_ttl_s: float
+    credential_ttl_s: float
+    train_config: Mapping[str, str] = field(default_factory=dict)
+
+
+def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = table.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"[{section}] {key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
+    """Pure: TOML text and the folder it came from -> a checked config."""
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"server config is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"server config is not valid TOML: {exc}") from exc
+    unknown = set(doc) - set(_SCHEMA)
+    if unknown:
+        raise ConfigError(f"server config: unknown tables {sorted(unknown)}")
+    for section, keys in _SCHEMA.items():
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        if set(table) - keys:
+            raise ConfigError(f"[{section}]: unknown keys {sorted(set(table) - keys)}")
+        missing = _REQUIRED.get(section, set()) - set(table)
+        if missing:
+            raise ConfigError(f"[{section}]: missing keys {sorted(missing)}")
+    fed, srv, att = doc["federation"], doc["server"], doc["attestation"]
+    rnd = doc.get("rounds", {})
+    train = rnd.get("config", {})
+    if not isinstance(train, dict) or not all(isinstance(v, str) for v in train.values()):
+        raise ConfigError("[rounds.config] values must be strings")
+    if ("initial_model" in fed) == ("model" in fed):
+        raise ConfigError("[federation] needs exactly one of initial_model or model")
+
+    def path(section: str, table: Mapping[str, Any], key: str) -> Path | None:
+        if key not in table:
+            return None
+        value: str = _typed(section, table, key, str, "")
+        return base_dir / value
+
+    norm = rnd.get("max_update_norm")
+    cfg = ServerFileConfig(
+        federation_id=_typed("federation", fed, "id", str, ""),
+        initial_model=path("federation", fed, "initial_model"),
+        model=_typed("federation", fed, "model", str, "") or None,
+        rounds=_typed("rounds", rnd, "rounds", int, 10),
+        clients_per_round=_typed("rounds", rnd, "clients_per_round", int, 5),
+        min_clients=_typed("rounds", rnd, "min_clients", int, 1),
+        round_timeout_s=_typed("rounds", rnd, "round_timeout_s", float, 60.0),
+        start_wait_s=_typed("rounds", rnd, "start_wait_s", float, 10.0),
+        max_update_norm=None
+        if norm is None
+        else _typed("rounds", rnd, "max_update_norm", float, 0),
+        address=_typed("server", srv, "address", str, ""),
+        tls_cert=path("server", srv, "tls_cert") or base_dir,
+        tls_key=path("server", srv, "tls_key") or base_dir,
+        state_dir=path("server", srv, "state_dir") or base_dir / "state",
+        policy=path("attestation", att, "policy") or base_dir,
+        sim_root=path("attestation", att, "sim_root"),
+        collateral_dir=path("attestation", att, "collateral_dir"),
+        nonce_ttl_s=_typed("attestation", att, "nonce_ttl_s", float, 60.0),
+        credential_ttl_s=_typed("attestation", att, "credential_ttl_s", float, 600.0),
+        train_config=dict(train),
+    )
+    if not cfg.federation_id or len(cfg.federation_id) > 256:
+        raise ConfigError("[federation] id must be 1..256 characters")
+    if cfg.min_clients < 1 or cfg.clients_per_round < cfg.min_clients or cfg.rounds < 1:
+        raise ConfigError("need rounds >= 1 and 1 <= min_clients <= clients_per_round")
+    if min(cfg.round_timeout_s, cfg.nonce_ttl_s, cfg.credential_ttl_s, cfg.start_wait_s) <= 0:
+        raise ConfigError("timeouts and TTLs must be positive")
+    if ":" not in cfg.address:
+        raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
+    return cfg
+
+
+def _read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if len(data) > limit:
+        raise ConfigError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def _initial_model(target: str) -> bytes:
+    module_name = target.partition(":")[0]
+    try:
+        module = importlib.import_module(module_name)  # from the operator's own config
+    except ImportError as exc:
+        raise ConfigError(f"cannot import model module {module_name!r}: {exc}") from exc
+    make = getattr(module, "initial_arrays", None)
+    if not callable(make):
+        raise ConfigError(f"{module_name} has no initial_arrays() for round 1's model")
+    return tensors.encode(make())
+
+
+def _trust(cfg: ServerFileConfig) -> TrustAnchors:
+    roots: dict[TeeType, tuple[Any, ...]] = {}
+    keys: dict[TeeType, tuple[Any, ...]] = {}
+    try:
+        trust_mod = importlib.import_module("fedtee.attest.trust")
+        embedded: TrustAnchors = trust_mod.embedded_anchors()
+        roots.update({t: tuple(v) for t, v in embedded.roots.items()})
+        keys.update({t: tuple(v) for t, v in embedded.keys.items()})
+    except (ImportError, AttributeError):
+        logging.getLogger(__name__).warning("no embedded vendor roots available")
+    if cfg.sim_root is not None:
+        from fedtee.wire.tls import load_cert
+
+        roots[TeeType.SIM] = (load_cert(_read(cfg.sim_root)),)
+    return TrustAnchors(roots=roots, keys=keys)
+
+
+def _collateral(cfg: ServerFileConfig) -> CollateralSource | None:
+    if cfg.collateral_dir is None:
+        return None
+    module = importlib.import_module("fedtee.attest.trust.collateral")
+    source: CollateralSource = module.DirectoryCollateral(cfg.collateral_dir)
+    return source
+
+
+def _policy(cfg: ServerFileConfig) -> Any:
+    try:
+        module = importlib.import_module("fedtee.attest.policy")
+    except ImportError as exc:
+        raise ConfigError(f"the policy engine is not installed: {exc}") from exc
+    return module.Policy.from_toml(_read(cfg.policy).decode("utf-8"))
+
+
+def build_server(cfg: ServerFileConfig) -> Any:
+    from fedtee.server.app import FederationServer, ServerConfig
+    from fedtee.server.gate import GateSettings
+    from fedtee.server.rounds import RoundSettings
+
+    extra: dict[str, Any] = {}
+    collateral = _collateral(cfg)
+    if collateral is not None:
+        extra["collateral"] = collateral
+    config = ServerConfig(
+        federation_id=cfg.federation_id,
+        address=cfg.address,
+        tls_cert_pem=_read(cfg.tls_cert),
+        tls_key_pem=_read(cfg.tls_key),
+        state_dir=cfg.state_dir,
+        policy=_policy(cfg),
+        trust=_trust(cfg),
+        initial_model=(
+            _read(cfg.initial_model, MAX_MODEL_FILE_BYTES)
+            if cfg.initial_model is not None
+            else _initial_model(cfg.model or "")
+        ),
+        rounds=RoundSettings(
+            rounds=cfg.rounds,
+            clients_per_round=cfg.clients_per_round,
+            min_clients=cfg.min_clients,
+            round_timeout_ms=int(cfg.round_timeout_s * 1000),
+            start_wait_ms=int(cfg.start_wait_s * 1000),
+            max_update_norm=cfg.max_update_norm,
+            config=dict(cfg.train_config),
+        ),
+        gate=GateSettings(
+            nonce_ttl_ms=int(cfg.nonce_ttl_s * 1000),
+            credential_ttl_ms=int(cfg.credential_ttl_s * 1000),
+        ),
+        **extra,
+    )
+    return FederationServer(config)
+
+
+def _start(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    path: Path = args.config
+    cfg = parse_server_config(_read(path, MAX_CONFIG_BYTES).decode("utf-8"), base_dir=path.parent)
+    server = build_server(cfg)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    port = server.start()
+    print(f"fedtee server: federation {cfg.federation_id} on port {port} (TLS)", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if server.finished and args.exit_after_finish is not None:
+                stop.wait(args.exit_after_finish)
+                break
+    finally:
+        server.stop()
+    print("fedtee server: stopped", flush=True)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "server",
+        help="run a federation server",
+        description="Run the federation server: enrolment gate, rounds, aggregation, ledger.",
+    )
+    sub = parser.add_subparsers(dest="server_command", metavar="SUBCOMMAND")
+    start = sub.add_parser(
+        "start",
+        help="start serving a federation from server.toml",
+        description=(
+            "Start (or resume) the federation described by server.toml: listen on its address "
+            "over TLS, enrol clients whose evidence the policy accepts, run the rounds, and "
+            "record everything in the ledger under state_dir. A restarted server resumes from "
+            "the last completed round."
+        ),
+    )
+    start.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="server.toml (see docs/config.md; fedtee init writes a commented example)",
+    )
+    start.add_argument(
+        "--exit-after-finish",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="exit this many seconds after the last round (default: serve until stopped)",
+    )
+    start.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    start.set_defaults(handler=_start)
+    parser.set_defaults(handler=lambda _args: (parser.print_help(), 2)[1])
+
+
+__all__ = ["ServerFileConfig", "build_server", "parse_server_config", "register"]
