@@ -46,9 +46,11 @@ Expiry of the TCB Signing certificate (step 6) is reported as ``CollateralError`
 ``CERT_EXPIRED``; a TCB info or QE identity past its nextUpdate as ``COLLATERAL_EXPIRED``.
 
 Results of the costly steps that depend only on their input bytes (chain signatures, CRL
-signatures, collateral signatures and JSON parsing) are cached per process by a SHA-256
-fingerprint of those bytes and of the trusted roots; every cached item's time validity is
-re-checked against ``now`` on each use, so the cache never changes an outcome.
+signatures, collateral signatures and JSON parsing, and the QE report signature, which a QE
+reuses across quotes until its attestation key changes) are cached per process, keyed by
+those exact bytes and the SHA-256 fingerprints of the certificates involved (bounded: a
+full cache is emptied). Every cached item's time validity is re-checked against ``now`` on
+each use, so the cache never changes an outcome.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ _TAG_ENUMERATED: Final = 0x0A
 _TAG_SEQUENCE: Final = 0x30
 
 MAX_COLLATERAL_BYTES: Final = 512 * 1024
-_CACHE_LIMIT: Final = 256
+_CACHE_LIMIT: Final = 1024
 # What cryptography raises, often lazily on first access to a field, for damaged X.509 data.
 _X509_ERRORS: Final = (
     ValueError,
@@ -254,22 +256,24 @@ class _Cache(dict[_K, _V]):
         return value
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+_memo: _Cache[tuple[int, str], tuple[x509.Certificate, Any]] = _Cache()
 
 
-_fp_cache: _Cache[int, tuple[x509.Certificate, bytes]] = _Cache()
+def _per_cert(cert: x509.Certificate, name: str, compute: Callable[[], _V]) -> _V:
+    """Memoise a fact about a certificate object: cached chains and the trusted roots hand
+    the same objects back on every verification, and cryptography re-parses on each call."""
+    hit = _memo.get((id(cert), name))
+    if hit is not None and hit[0] is cert:
+        value: _V = hit[1]
+        return value
+    value = compute()
+    _memo.put((id(cert), name), (cert, value))
+    return value
 
 
 def fingerprint(cert: x509.Certificate) -> bytes:
-    """SHA-256 of the certificate's DER, memoised per certificate object: the same objects
-    (trusted roots, cached chains) come back on every verification."""
-    hit = _fp_cache.get(id(cert))
-    if hit is not None and hit[0] is cert:
-        return hit[1]
-    value = cert.fingerprint(hashes.SHA256())
-    _fp_cache.put(id(cert), (cert, value))
-    return value
+    """SHA-256 of the certificate's DER."""
+    return _per_cert(cert, "fingerprint", lambda: cert.fingerprint(hashes.SHA256()))
 
 
 def _roots_key(roots: Sequence[x509.Certificate]) -> tuple[bytes, ...]:
@@ -317,8 +321,11 @@ def _collateral_error(message: str, reason: Reason) -> AttestationError:
 
 
 def _cn(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else cert.subject.rfc4514_string()
+    def compute() -> str:
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return str(names[0].value) if names else cert.subject.rfc4514_string()
+
+    return _per_cert(cert, "cn", compute)
 
 
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -330,11 +337,14 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except (x509.ExtensionNotFound, *_X509_ERRORS):
-        return False
-    return bc.ca
+    def compute() -> bool:
+        try:
+            bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except (x509.ExtensionNotFound, *_X509_ERRORS):
+            return False
+        return bc.ca
+
+    return _per_cert(cert, "is_ca", compute)
 
 
 @dataclass(frozen=True)
@@ -410,7 +420,7 @@ def verify_chain(
     """Verify a PEM chain (leaf first) up to one of ``roots``; returns leaf..root."""
     if not roots:
         raise error(f"{what}: no trusted Intel SGX root given", Reason.CHAIN_UNTRUSTED_ROOT)
-    key = (_digest(pem), _roots_key(roots))
+    key = (pem, _roots_key(roots))
     chain = _chain_cache.get(key)
     if chain is None:
         try:
@@ -438,7 +448,7 @@ _crl_cache: _Cache[tuple[bytes, bytes], _Crl] = _Cache()
 
 
 def _load_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
-    key = (_digest(der), fingerprint(issuer))
+    key = (der, fingerprint(issuer))
     cached = _crl_cache.get(key)
     if cached is not None:
         return cached
@@ -769,7 +779,7 @@ def _signed_document(
     what: str,
 ) -> _D:
     """Step 7/8: the signature by the TCB signing key over the exact body bytes."""
-    key = (_digest(data), fingerprint(signer), top)
+    key = (data, fingerprint(signer), top)
     cached = _doc_cache.get(key)
     if cached is not None:
         parsed: _D = cached
@@ -949,14 +959,18 @@ def verify_quote_signatures(
         what="root CRL",
         warnings=warnings,
     )
-    # Step 2: the QE report is signed by the PCK key.
-    if not _ecdsa_ok(
-        _p256_key(pck_cert, "PCK certificate"), cert.qe_report_signature, cert.qe_report_bytes
-    ):
-        raise VerificationError(
-            "QE report signature does not verify with the PCK key",
-            reason=Reason.QE_REPORT_SIGNATURE_INVALID,
-        )
+    # Step 2: the QE report is signed by the PCK key. A QE keeps its attestation key across
+    # many quotes, so the same (PCK, QE report, signature) recurs: remember verified triples.
+    qe_key = (fingerprint(pck_cert), cert.qe_report_bytes, cert.qe_report_signature)
+    if qe_key not in _qe_report_cache:
+        if not _ecdsa_ok(
+            _p256_key(pck_cert, "PCK certificate"), cert.qe_report_signature, cert.qe_report_bytes
+        ):
+            raise VerificationError(
+                "QE report signature does not verify with the PCK key",
+                reason=Reason.QE_REPORT_SIGNATURE_INVALID,
+            )
+        _qe_report_cache.put(qe_key, True)
     # Step 3: the QE vouches for this attestation key.
     expected = hashlib.sha256(quote.attestation_key + cert.qe_auth_data).digest() + bytes(32)
     if cert.qe_report.report_data != expected:
@@ -990,6 +1004,7 @@ def verify_quote_signatures(
 
 
 _ext_cache: _Cache[bytes, PckExtensions] = _Cache()
+_qe_report_cache: _Cache[tuple[bytes, bytes, bytes], bool] = _Cache()
 
 
 def _pck_extensions(cert: x509.Certificate) -> PckExtensions:
