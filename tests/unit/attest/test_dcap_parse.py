@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from fedtee.attest.evidence import dcap, sgx, tdx
 from fedtee.attest.model import Evidence, TeeType
 from fedtee.attest.testing.dcap import FakeIntelPki, make_quote, pack
-from fedtee.errors import EvidenceFormatError, Reason
+from fedtee.attest.verify import _dcap
+from fedtee.errors import CollateralError, EvidenceFormatError, Reason
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 SGX_QUOTE = (DATA / "sgx" / "occlum_quote_v3.dat").read_bytes()
@@ -232,3 +233,45 @@ def test_mutated_quotes_raise_only_format_errors(
         if pos < len(data):
             data[pos] = value
     _only_format_errors(bytes(data[: max(cut, 0)] if cut < len(data) else data))
+
+
+# --- collateral JSON: any shape is a CollateralError, never a crash ----------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_TCB_INFO = json.loads((DATA / "tdx" / "collateral" / "tdx-tcbinfo" / "90c06f000000").read_bytes())[
+    "tcbInfo"
+]
+_QE_ID = json.loads((DATA / "sgx" / "collateral" / "sgx-qe-identity" / "default").read_bytes())[
+    "enclaveIdentity"
+]
+
+
+def _replace_somewhere(doc: object, path: list[int], value: object) -> object:
+    """Replace one nested member of ``doc`` (chosen by ``path``) with ``value``."""
+    if not path or not isinstance(doc, dict | list) or not doc:
+        return value
+    if isinstance(doc, dict):
+        keys = sorted(doc)
+        key = keys[path[0] % len(keys)]
+        return {**doc, key: _replace_somewhere(doc[key], path[1:], value)}
+    index = path[0] % len(doc)
+    return [*doc[:index], _replace_somewhere(doc[index], path[1:], value), *doc[index + 1 :]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 50), max_size=6), _JSON)
+def test_mutated_collateral_bodies_raise_only_collateral_errors(
+    path: list[int], value: object
+) -> None:
+    for parse, doc in ((_dcap.parse_tcb_info, _TCB_INFO), (_dcap.parse_qe_identity, _QE_ID)):
+        mutated = _replace_somewhere(doc, path, value)
+        if not isinstance(mutated, dict):
+            continue
+        with contextlib.suppress(CollateralError):
+            parse(mutated, "fuzz")
