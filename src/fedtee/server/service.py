@@ -184,10 +184,10 @@ class FederationService(pb_grpc.FederationServicer):
         try:
             self._authenticate(context, DOWNLOAD_MODEL)
             req = serde.model_request_from_proto(request)
-            total = self._rounds.model_size(req.digest)
             chunks = self._rounds.model_chunks(
                 round=req.round, digest=req.digest, offset=req.offset
             )
+            total = self._rounds.model_size(req.digest)
         except FedteeError as exc:
             _abort(context, exc)
         except Exception as exc:
