@@ -14,6 +14,7 @@ from fedtee import identity, tensors
 from fedtee.client.transport import TaskKind
 from fedtee.errors import ProtocolError, Reason
 from fedtee.ledger.log import verify_ledger
+from fedtee.ledger.receipts import Receipt, sign_receipt
 from fedtee.server.store import RoundStatus, StateStore
 
 from .conftest import FED, GOOD, Harness
@@ -224,3 +225,51 @@ def test_sqlite_state_is_a_real_file(harness: Harness) -> None:
         assert [c.id for c in store.list_clients(FED)] == ["a"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda a: {k: np.full_like(v, np.nan) for k, v in a.items()}, Reason.UPDATE_NONFINITE),
+        (lambda a: {"w": a["w"]}, Reason.UPDATE_SHAPE_MISMATCH),
+        (lambda a: {**a, "w": np.zeros((2, 2), np.float32)}, Reason.UPDATE_SHAPE_MISMATCH),
+    ],
+)
+def test_updates_that_do_not_fit_the_model_never_reach_aggregation(
+    harness: Harness, make: object, reason: Reason
+) -> None:
+    server = harness.start(rounds=1, clients_per_round=1, min_clients=1)
+    a = harness.peer("a")
+    assert a.enroll().accepted
+    task = a.wait_task()
+    model = tensors.decode(a.download(task))
+    data = tensors.encode(make(model))  # type: ignore[operator]
+    receipt = Receipt(
+        federation_id=FED,
+        round=task.round,
+        client_id="a",
+        global_model_digest=task.global_model_digest,
+        update_digest=tensors.digest(data),
+        num_examples=3,
+        measurement=a.measurement,
+    )
+    out = a.submit(sign_receipt(receipt, a.key), data)
+    assert (out.accepted, out.reason) == (False, reason.value)
+    assert server.store is not None and server.store.updates(FED, 1) == []
+
+
+def test_restart_after_every_update_arrived_aggregates_at_once(harness: Harness) -> None:
+    harness.start(rounds=1, clients_per_round=2, min_clients=2)
+    a, b = harness.peer("a"), harness.peer("b")
+    assert a.enroll().accepted and b.enroll().accepted
+    assert a.train().accepted
+    # Simulate a crash right after b's update became durable but before the round closed.
+    server = harness.server
+    assert server is not None and server.rounds is not None
+    rounds = server.rounds
+    rounds._close = lambda *, now_ms: None  # type: ignore[method-assign]
+    assert b.train().accepted
+    harness.stop()
+    server = harness.start()
+    assert server.finished
+    assert _rounds(harness) == {1: RoundStatus.COMPLETED}

@@ -156,25 +156,31 @@ class RoundManager:
                 for upd in self._store.updates(self.federation_id, rnd.number, accepted_only=False):
                     self._seen_receipts.add(upd.receipt_hash)
             point = self._store.resume_point(self.federation_id)
-            if point.open_round is not None:
-                self._resume_open(point.open_round, now_ms=now_ms)
-                log.info(
-                    "resumed open round %d with %d accepted updates",
-                    point.open_round.number,
-                    len(point.accepted_in_open_round),
-                )
             last = max((r.number for r in self._store.rounds(self.federation_id)), default=0)
-            self._next_round = last + 1 if point.open_round is None else last
-            digest = point.global_model_digest
-            if digest is None:
+            if point.open_round is None:
+                self._next_round = last + 1
                 # No round completed yet (or only failed ones): start from the initial model.
-                digest = self._artifacts.put(initial_model).digest
-            self._next_model = digest
-            self._finished = fed.status is FederationStatus.FINISHED or (
-                point.open_round is None and last >= self._settings.rounds
+                self._next_model = (
+                    point.global_model_digest or self._artifacts.put(initial_model).digest
+                )
+                self._finished = fed.status is FederationStatus.FINISHED or last >= (
+                    self._settings.rounds
+                )
+                if self._finished and fed.status is not FederationStatus.FINISHED:
+                    self._store.set_federation_status(self.federation_id, FederationStatus.FINISHED)
+                return
+            rnd = point.open_round
+            self._next_round = rnd.number
+            self._next_model = rnd.global_model_digest
+            self._resume_open(rnd, now_ms=now_ms)
+            log.info(
+                "resumed open round %d with %d accepted updates",
+                rnd.number,
+                len(point.accepted_in_open_round),
             )
-            if self._finished and fed.status is not FederationStatus.FINISHED:
-                self._store.set_federation_status(self.federation_id, FederationStatus.FINISHED)
+            if len(point.accepted_in_open_round) >= len(rnd.selected):
+                # Every selected client had delivered when the old process died.
+                self._close(now_ms=now_ms)
 
     def _resume_open(self, rnd: RoundRecord, *, now_ms: int) -> None:
         self._open = rnd
