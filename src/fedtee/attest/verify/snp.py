@@ -43,6 +43,7 @@ changes an outcome.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -411,6 +412,53 @@ def _check_signature(report: SnpReport, key: ec.EllipticCurvePublicKey) -> None:
         ) from exc
 
 
+@dataclass(frozen=True)
+class _ChainEntry:
+    chain: _Chain
+    key: ec.EllipticCurvePublicKey
+    info: dict[str, Any]
+    vcek_claims: dict[str, Any]
+    ark_name: str
+
+
+# (VCEK DER digest, table ASK/ARK digest, trusted roots) -> verified chain. Only successes are
+# cached, and validity periods are re-checked by the caller, so a hit never changes an outcome.
+_CHAINS: dict[tuple[bytes, bytes, tuple[x509.Certificate, ...]], _ChainEntry] = {}
+
+
+def _verified_chain(
+    report: SnpReport,
+    der: bytes,
+    table: snp_format.CertTable | None,
+    roots: tuple[x509.Certificate, ...],
+    now: datetime,
+) -> _ChainEntry:
+    """Step 3, cached by the SHA-256 of the certificates involved."""
+    extra = b"" if table is None else (table.get("ask") or b"") + b"|" + (table.get("ark") or b"")
+    cache_key = (hashlib.sha256(der).digest(), hashlib.sha256(extra).digest(), roots)
+    hit = _CHAINS.get(cache_key)
+    if hit is not None:
+        return hit
+    vcek = load_amd_certificate(der, report.signing_key.value.upper())
+    chain = _build_chain(vcek, table, roots, now)
+    key, info = _vcek_info(vcek)
+    entry = _ChainEntry(
+        chain=chain,
+        key=key,
+        info=info,
+        vcek_claims={
+            "subject": vcek.subject.rfc4514_string(),
+            "product_name": info.get("product_name"),
+            "sha256": _fingerprint(vcek).hex(),
+        },
+        ark_name=chain.ark.subject.rfc4514_string(),
+    )
+    if len(_CHAINS) >= _SIGNED_MAX:
+        _CHAINS.clear()
+    _CHAINS[cache_key] = entry
+    return entry
+
+
 class SnpVerifier:
     """Verifier for ``sev-snp`` evidence (see the module docstring for the steps)."""
 
@@ -428,12 +476,13 @@ class SnpVerifier:
             raise ValueError("now must be timezone-aware")
         report = snp_format.report_for(evidence)  # step 1
         der, table = _signing_cert_der(report, evidence, collateral)  # step 2
-        vcek = load_amd_certificate(der, report.signing_key.value.upper())
         roots = tuple(
             r for r in trust.roots_for(TeeType.SEV_SNP) if isinstance(r, x509.Certificate)
         )
-        chain = _build_chain(vcek, table, roots, now)  # step 3
-        key, info = _vcek_info(vcek)
+        entry = _verified_chain(report, der, table, roots, now)  # step 3
+        chain, key, info = entry.chain, entry.key, entry.info
+        for what, cert in (("ARK", chain.ark), ("ASK", chain.ask), ("VCEK", chain.vcek)):
+            _check_time(cert, now, what)  # re-checked on every call, cached or not
         product = report.product
         if product is None and "product_name" in info:
             product = snp_format.product_from_name(str(info["product_name"]))
@@ -442,12 +491,8 @@ class SnpVerifier:
         _check_signature(report, key)  # step 6
         reported = report.tcb("reported", product)
         claims = snp_format.describe_report(report, product)
-        claims["vcek"] = {
-            "subject": vcek.subject.rfc4514_string(),
-            "product_name": info.get("product_name"),
-            "sha256": _fingerprint(vcek).hex(),
-        }
-        claims["ark"] = chain.ark.subject.rfc4514_string()
+        claims["vcek"] = dict(entry.vcek_claims)
+        claims["ark"] = entry.ark_name
         return VerifiedEvidence(
             tee=TeeType.SEV_SNP,
             report_data=report.report_data,
