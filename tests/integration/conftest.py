@@ -81,6 +81,7 @@ class Harness:
                 retry_after_ms=50,
             ),
             gate=GateSettings(credential_ttl_ms=s.pop("credential_ttl_ms", 600_000)),
+            upload_grace_ms=s.pop("upload_grace_ms", 5_000),
         )
         assert not s, f"unknown settings {s}"
         self.server = FederationServer(config, clock=self.clock, evaluate=self.att.evaluate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -272,4 +273,39 @@ def test_restart_after_every_update_arrived_aggregates_at_once(harness: Harness)
     harness.stop()
     server = harness.start()
     assert server.finished
+    assert _rounds(harness) == {1: RoundStatus.COMPLETED}
+
+
+def test_a_stalled_upload_is_cut_off_and_the_round_completes(harness: Harness) -> None:
+    server = harness.start(
+        rounds=1, clients_per_round=2, min_clients=1, round_timeout_ms=1000, upload_grace_ms=200
+    )
+    ok, stalls = harness.peer("ok"), harness.peer("stalls")
+    assert ok.enroll().accepted and stalls.enroll().accepted
+    task = stalls.wait_task()
+    signed, data = stalls.make_update(task)
+    release = threading.Event()
+
+    def half_then_hang() -> Iterator[bytes]:
+        yield data[: len(data) // 2]
+        release.wait(20)  # the client neither sends nor closes
+
+    outcome: list[object] = []
+
+    def upload() -> None:
+        try:
+            outcome.append(stalls.submit(signed, data, chunks=half_then_hang()))
+        except ProtocolError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    assert ok.train().accepted
+    _wait(lambda: server.finished, timeout_s=10)
+    store = server.store
+    assert store is not None
+    _wait(lambda: any(r.reason is Reason.STREAM_STALLED for r in store.rejections(FED)))
+    release.set()
+    thread.join(10)
+    assert [u.client_id for u in store.updates(FED, 1)] == ["ok"]
     assert _rounds(harness) == {1: RoundStatus.COMPLETED}

@@ -92,6 +92,7 @@ class ServerConfig:
     gate: GateSettings = field(default_factory=GateSettings)
     limits: WireLimits = DEFAULT_LIMITS
     max_workers: int = 32
+    upload_grace_ms: int = 5_000  # an upload still running this long after its deadline is cut
     tick_s: float = 0.05
 
 
@@ -190,6 +191,7 @@ class FederationServer:
             store=self.store,
             clock=self._clock,
             limits=cfg.limits,
+            upload_grace_ms=cfg.upload_grace_ms,
         )
         server = grpc.server(
             ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fedtee-rpc"),

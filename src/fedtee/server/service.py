@@ -97,7 +97,9 @@ class FederationService(pb_grpc.FederationServicer):
         store: StateStore,
         clock: Callable[[], datetime],
         limits: WireLimits = DEFAULT_LIMITS,
+        upload_grace_ms: int = UPLOAD_GRACE_MS,
     ) -> None:
+        self._upload_grace_ms = upload_grace_ms
         self._gate = gate
         self._rounds = rounds
         self._authority = authority
@@ -214,7 +216,7 @@ class FederationService(pb_grpc.FederationServicer):
             header = serde.update_header_from_proto(first, limits=self._limits)
             # A client that stops sending must not hold a server thread past the round.
             remaining_ms = max(self._rounds.deadline_ms - _ms(self._clock()), 0)
-            timer = threading.Timer((remaining_ms + UPLOAD_GRACE_MS) / 1000, context.cancel)
+            timer = threading.Timer((remaining_ms + self._upload_grace_ms) / 1000, context.cancel)
             timer.daemon = True
             timer.start()
             result = self._rounds.submit(
