@@ -1,0 +1,222 @@
+import datetime as dt
+
+import pytest
+
+from fedtee.attest.attesters.sim import SimAttester, SimPlatform, SimRoot
+from fedtee.attest.binding import report_data
+from fedtee.attest.model import _SEAL, TcbStatus, TeeType, TrustAnchors, VerifiedEvidence
+from fedtee.attest.policy import Policy, Status, appraise, evaluate
+from fedtee.attest.result import AttestationResult, verify_ear_jwt
+from fedtee.errors import PolicyError, Reason, VerificationError
+
+NOW = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+MRENCLAVE = bytes.fromhex("8f173e4613ff05c52aaf04162d234edae8c9977eae47eb2299ae16a553011c68")
+
+SGX_POLICY = f"""
+version = 1
+[tee.sgx]
+debug = "forbid"
+accepted_tcb = ["UpToDate"]
+warn_tcb = ["SWHardeningNeeded"]
+max_evidence_age_s = 60
+[tee.sgx.reference]
+mrenclave = ["{MRENCLAVE.hex()}"]
+[tee.sgx.min_svn]
+isv_svn = 2
+"""
+
+
+def _verified(**overrides: object) -> VerifiedEvidence:
+    fields: dict[str, object] = {
+        "tee": TeeType.SGX,
+        "report_data": bytes(64),
+        "measurements": {"mrenclave": MRENCLAVE, "mrsigner": bytes(32)},
+        "debug": False,
+        "platform_id": b"p" * 16,
+        "code_identity": MRENCLAVE,
+        "tcb_status": TcbStatus.UP_TO_DATE,
+        "svns": {"isv_svn": 2},
+        "hardware_backed": True,
+        "claims": {},
+        "verified_at": NOW,
+        "produced_at": NOW,
+        "seal": _SEAL,
+    }
+    fields.update(overrides)
+    return VerifiedEvidence(**fields)  # type: ignore[arg-type]
+
+
+def test_affirming_when_everything_matches() -> None:
+    result = appraise(_verified(), Policy.from_toml(SGX_POLICY), now=NOW)
+    assert result.status is Status.AFFIRMING
+    assert result.violations == ()
+    assert result.trust_vector["executables"] == 2
+
+
+def test_every_violation_is_reported_at_once() -> None:
+    bad = _verified(
+        debug=True,
+        measurements={"mrenclave": bytes(32)},
+        svns={"isv_svn": 1},
+        tcb_status=TcbStatus.OUT_OF_DATE,
+        produced_at=NOW - dt.timedelta(minutes=5),
+    )
+    result = appraise(bad, Policy.from_toml(SGX_POLICY), now=NOW)
+    assert result.status is Status.CONTRAINDICATED
+    assert set(result.reasons) == {
+        Reason.DEBUG_ENABLED,
+        Reason.MEASUREMENT_NOT_ALLOWED,
+        Reason.SVN_BELOW_MINIMUM,
+        Reason.TCB_BELOW_MINIMUM,
+        Reason.EVIDENCE_TOO_OLD,
+    }
+    mr = next(v for v in result.violations if v.reason is Reason.MEASUREMENT_NOT_ALLOWED)
+    assert mr.found == bytes(32).hex() and MRENCLAVE.hex() in mr.expected
+
+
+def test_warn_tcb_gives_warning() -> None:
+    result = appraise(
+        _verified(tcb_status=TcbStatus.SW_HARDENING_NEEDED), Policy.from_toml(SGX_POLICY), now=NOW
+    )
+    assert result.status is Status.WARNING and result.accepted
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(TcbStatus.UNSUPPORTED, Reason.TCB_UNSUPPORTED), (TcbStatus.REVOKED, Reason.TCB_REVOKED)],
+)
+def test_unsupported_and_revoked_never_pass(status: TcbStatus, reason: Reason) -> None:
+    result = appraise(_verified(tcb_status=status), Policy.unsafe_allow_all(), now=NOW)
+    assert result.reasons == (reason,)
+
+
+def test_tee_not_in_policy() -> None:
+    result = appraise(_verified(tee=TeeType.TDX), Policy.from_toml(SGX_POLICY), now=NOW)
+    assert result.reasons == (Reason.TEE_NOT_ALLOWED,)
+
+
+def test_missing_claim_is_a_violation() -> None:
+    result = appraise(_verified(measurements={}), Policy.from_toml(SGX_POLICY), now=NOW)
+    assert Reason.CLAIM_MISSING in result.reasons
+
+
+def test_sim_needs_explicit_allow() -> None:
+    sim = _verified(
+        tee=TeeType.SIM,
+        hardware_backed=False,
+        tcb_status=TcbStatus.NOT_APPLICABLE,
+        measurements={},
+        svns={},
+    )
+    denied = appraise(sim, Policy.from_toml("version = 1\n[tee.sim]\n"), now=NOW)
+    assert denied.reasons == (Reason.SIM_NOT_ALLOWED,)
+    allowed = appraise(
+        sim, Policy.from_toml("version = 1\n[tee.sim]\nallow_simulated = true\n"), now=NOW
+    )
+    # Simulated evidence is accepted only as a warning, never as plain affirming.
+    assert allowed.status is Status.WARNING and allowed.hardware_backed is False
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("version = 1\n", Reason.POLICY_EMPTY),
+        ("version = 2\n[tee.sgx]\n", Reason.POLICY_INVALID),
+        ("version = 1\n[tee.sgx]\nmrenclave = []\n", Reason.POLICY_INVALID),
+        ("version = 1\n[tee.nope]\n", Reason.POLICY_INVALID),
+        ('version = 1\n[tee.sgx.reference]\nmrenclave = ["zz"]\n', Reason.POLICY_INVALID),
+        ('version = 1\n[tee.sgx]\naccepted_tcb = ["Revoked"]\n', Reason.POLICY_INVALID),
+        ("version = 1\n[tee.sgx]\nallow_simulated = true\n", Reason.POLICY_INVALID),
+        ("version = 1\nextra = 1\n[tee.sgx]\n", Reason.POLICY_INVALID),
+        ("not toml [", Reason.POLICY_INVALID),
+    ],
+)
+def test_bad_policies_fail_closed(text: str, reason: Reason) -> None:
+    with pytest.raises(PolicyError) as err:
+        Policy.from_toml(text)
+    assert err.value.reason is reason
+
+
+def test_unsafe_policy_marks_results(caplog: pytest.LogCaptureFixture) -> None:
+    policy = Policy.unsafe_allow_all()
+    assert "UNSAFE" in caplog.text
+    result = appraise(_verified(debug=True), policy, now=NOW)
+    assert result.status is Status.WARNING and result.policy_unsafe
+
+
+def test_appraise_refuses_unverified_evidence() -> None:
+    with pytest.raises(TypeError):
+        appraise(object(), Policy.from_toml(SGX_POLICY), now=NOW)  # type: ignore[arg-type]
+
+
+class _NoCollateral:
+    def get(self, kind: str, key: str) -> bytes:
+        raise AssertionError
+
+
+def test_evaluate_checks_binding_and_turns_errors_into_results() -> None:
+    root = SimRoot.generate()
+    trust = TrustAnchors(roots={TeeType.SIM: (root.cert,)})
+    measurement = b"m" * 48
+    policy = Policy.from_toml(
+        f"version = 1\n[tee.sim]\nallow_simulated = true\n[tee.sim.reference]\n"
+        f'measurement = ["{measurement.hex()}"]\n'
+    )
+    nonce, key = b"n" * 32, b"k" * 91
+    evidence = SimAttester(platform=SimPlatform.generate(root), measurement=measurement).attest(
+        report_data(nonce=nonce, public_key=key)
+    )
+    ok = evaluate(
+        evidence,
+        policy=policy,
+        trust=trust,
+        collateral=_NoCollateral(),
+        now=NOW,
+        nonce=nonce,
+        public_key=key,
+    )
+    assert ok.result.accepted and ok.verified is not None
+    wrong_key = evaluate(
+        evidence,
+        policy=policy,
+        trust=trust,
+        collateral=_NoCollateral(),
+        now=NOW,
+        nonce=nonce,
+        public_key=b"x" * 91,
+    )
+    assert wrong_key.result.reasons == (Reason.REPORT_DATA_MISMATCH,)
+    untrusted = evaluate(
+        evidence, policy=policy, trust=TrustAnchors(), collateral=_NoCollateral(), now=NOW
+    )
+    assert untrusted.result.reasons == (Reason.CHAIN_UNTRUSTED_ROOT,)
+    not_in_policy = evaluate(
+        evidence,
+        policy=Policy.from_toml("version = 1\n[tee.sgx]\n"),
+        trust=trust,
+        collateral=_NoCollateral(),
+        now=NOW,
+    )
+    assert not_in_policy.result.reasons == (Reason.TEE_NOT_ALLOWED,)
+
+
+def test_result_json_and_ear_jwt_round_trip() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    result = appraise(_verified(debug=True), Policy.from_toml(SGX_POLICY), now=NOW)
+    assert AttestationResult.from_json(result.to_json()) == result
+    key = ec.generate_private_key(ec.SECP256R1())
+    token = result.to_ear_jwt(key, issuer="fedtee-test", now=NOW)
+    back = verify_ear_jwt(token, key.public_key(), now=NOW + dt.timedelta(minutes=1))
+    assert back.reasons == result.reasons and back.status is Status.CONTRAINDICATED
+    with pytest.raises(VerificationError) as expired:
+        verify_ear_jwt(token, key.public_key(), now=NOW + dt.timedelta(hours=1))
+    assert expired.value.reason is Reason.CREDENTIAL_EXPIRED
+    head, body, sig = token.split(".")
+    forged = head + "." + body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + sig
+    with pytest.raises(VerificationError):
+        verify_ear_jwt(forged, key.public_key(), now=NOW)
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(VerificationError) as wrong:
+        verify_ear_jwt(token, other.public_key(), now=NOW)
+    assert wrong.value.reason is Reason.SIGNATURE_INVALID
