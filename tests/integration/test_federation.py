@@ -172,7 +172,6 @@ def test_a_client_dying_mid_round_does_not_stall_it(harness: Harness) -> None:
     assert store is not None
     assert sorted(u.client_id for u in store.updates(FED, 1)) == ["p1", "p2"]
     assert _rounds(harness) == {1: RoundStatus.COMPLETED}
-    _wait(lambda: any(r.reason is Reason.STREAM_STALLED for r in store.rejections(FED)))
 
 
 def test_server_restart_mid_round_resumes_without_losing_accepted_updates(

@@ -213,6 +213,10 @@ class FederationService(pb_grpc.FederationServicer):
                 first = next(request_iterator)
             except StopIteration:
                 raise ProtocolError("update stream is empty") from None
+            except grpc.RpcError as exc:
+                raise UpdateRejected(
+                    "update stream broke off before its header", reason=Reason.STREAM_STALLED
+                ) from exc
             header = serde.update_header_from_proto(first, limits=self._limits)
             # A client that stops sending must not hold a server thread past the round.
             remaining_ms = max(self._rounds.deadline_ms - _ms(self._clock()), 0)
