@@ -404,3 +404,20 @@ def test_parser_raises_only_format_errors_on_mutated_report(offset: int, xor: in
     except EvidenceFormatError:
         return
     ev.describe_report(report)
+
+
+def test_vcek_of_another_product_is_tcb_mismatch() -> None:
+    chain = _fake(product="Milan")
+    report = build_report(version=3, cpuid=(0x19, 0x11, 0x01))  # Genoa CPUID
+    assert _reason(
+        _verify, _fake_evidence(chain, report), trust=_fake_trust(chain), now=FAKE_NOW
+    ) is (Reason.TCB_MISMATCH)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(VCEK) - 1), st.integers(1, 255))
+def test_verifier_raises_only_attestation_errors_on_mutated_vcek(offset: int, xor: int) -> None:
+    mutated = bytearray(VCEK)
+    mutated[offset] ^= xor
+    with pytest.raises(AttestationError):
+        _verify(_real(aux={"vcek": bytes(mutated)}))

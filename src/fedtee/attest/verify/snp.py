@@ -95,11 +95,50 @@ def load_amd_certificate(der: bytes, what: str) -> x509.Certificate:
             cert = x509.load_der_x509_certificate(der)
             # Touch the serial inside the guard: cryptography parses it lazily.
             _ = cert.serial_number
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise VerificationError(
             f"{what} is not a DER certificate: {exc}", reason=Reason.CERT_MALFORMED
         ) from exc
+    outer, inner = _signature_algorithms(der, what)
+    if outer != inner:
+        # RFC 5280 4.1.1.2: the two must be equal. Only the inner one is signed, so an outer
+        # one that differs would be an unsigned, malleable part of the certificate.
+        raise VerificationError(
+            f"{what}'s signatureAlgorithm differs from its TBS signature field",
+            reason=Reason.CERT_MALFORMED,
+        )
     return cert
+
+
+def _tlv(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    """(content start, element end) of the DER element at ``pos``, within ``end``."""
+    if pos + 2 > end:
+        raise VerificationError(f"{what}: truncated DER", reason=Reason.CERT_MALFORMED)
+    first = data[pos + 1]
+    if first < 0x80:
+        start, length = pos + 2, first
+    else:
+        n = first & 0x7F
+        if not 1 <= n <= 3 or pos + 2 + n > end:
+            raise VerificationError(f"{what}: bad DER length", reason=Reason.CERT_MALFORMED)
+        start, length = pos + 2 + n, int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
+    if start + length > end:
+        raise VerificationError(f"{what}: DER element overruns", reason=Reason.CERT_MALFORMED)
+    return start, start + length
+
+
+def _signature_algorithms(der: bytes, what: str) -> tuple[bytes, bytes]:
+    """(outer signatureAlgorithm, TBS signature) DER of a certificate already parsed once."""
+    cert_start, cert_end = _tlv(der, 0, len(der), what)
+    tbs_start, tbs_end = _tlv(der, cert_start, cert_end, what)
+    _, alg_end = _tlv(der, tbs_end, cert_end, what)
+    outer = der[tbs_end:alg_end]
+    pos = tbs_start
+    if der[pos] == 0xA0:  # explicit version
+        pos = _tlv(der, pos, tbs_end, what)[1]
+    pos = _tlv(der, pos, tbs_end, what)[1]  # serialNumber
+    inner = der[pos : _tlv(der, pos, tbs_end, what)[1]]
+    return outer, inner
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
@@ -333,6 +372,8 @@ def _check_crl(
             raise
         try:
             crl = x509.load_der_x509_crl(der)
+            # Parse the lazily decoded parts now, so a malformed field fails here, typed.
+            _ = (crl.issuer, crl.next_update_utc, [r.serial_number for r in crl])
         except ValueError as exc:
             raise CollateralError(
                 f"snp-crl/{name} is not a DER CRL", reason=Reason.CRL_INVALID
@@ -440,8 +481,15 @@ def _verified_chain(
     if hit is not None:
         return hit
     vcek = load_amd_certificate(der, report.signing_key.value.upper())
-    chain = _build_chain(vcek, table, roots, now)
-    key, info = _vcek_info(vcek)
+    try:
+        chain = _build_chain(vcek, table, roots, now)
+        key, info = _vcek_info(vcek)
+    except ValueError as exc:
+        # cryptography decodes names, extensions and keys lazily and raises ValueError on
+        # malformed ones; that is a malformed certificate, not a crash.
+        raise VerificationError(
+            f"a certificate of the VCEK chain is malformed: {exc}", reason=Reason.CERT_MALFORMED
+        ) from exc
     entry = _ChainEntry(
         chain=chain,
         key=key,
@@ -484,8 +532,15 @@ class SnpVerifier:
         for what, cert in (("ARK", chain.ark), ("ASK", chain.ask), ("VCEK", chain.vcek)):
             _check_time(cert, now, what)  # re-checked on every call, cached or not
         product = report.product
-        if product is None and "product_name" in info:
-            product = snp_format.product_from_name(str(info["product_name"]))
+        named = snp_format.product_from_name(str(info.get("product_name", "")))
+        if product is not None and named is not None and named is not product:
+            # The TCB layout depends on the product: a VCEK of another product line cannot
+            # vouch for this report's TCB.
+            raise VerificationError(
+                f"report CPUID names {product.value} but the VCEK is for {named.value}",
+                reason=Reason.TCB_MISMATCH,
+            )
+        product = product or named
         warnings_out = _check_crl(chain, product, collateral, now)  # step 4
         _check_tcb(report, info, product, report.signing_key)  # step 5
         _check_signature(report, key)  # step 6
