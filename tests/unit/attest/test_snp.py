@@ -421,3 +421,87 @@ def test_verifier_raises_only_attestation_errors_on_mutated_vcek(offset: int, xo
     mutated[offset] ^= xor
     with pytest.raises(AttestationError):
         _verify(_real(aux={"vcek": bytes(mutated)}))
+
+
+def _crl(chain: FakeAmdChain, *, revoke: int | None, next_update: datetime) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(chain.ark.subject)
+        .last_update(next_update - timedelta(days=30))
+        .next_update(next_update)
+    )
+    if revoke is not None:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(revoke)
+            .revocation_date(next_update - timedelta(days=30))
+            .build()
+        )
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+    crl = builder.sign(chain.ark_key, hashes.SHA384(), rsa_padding=pss)
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def test_stale_crl_is_a_warning_not_a_failure() -> None:
+    chain = _fake()
+    stale = _crl(chain, revoke=None, next_update=FAKE_NOW - timedelta(days=3))
+    coll = DictCollateral({("snp-crl", "Milan"): stale})
+    verified = _verify(
+        _fake_evidence(chain), trust=_fake_trust(chain), collateral=coll, now=FAKE_NOW
+    )
+    assert len(verified.warnings) == 1 and verified.warnings[0].startswith("crl_stale: ")
+    fresh = _crl(chain, revoke=12345, next_update=FAKE_NOW + timedelta(days=3))
+    coll = DictCollateral({("snp-crl", "Milan"): fresh})
+    verified = _verify(
+        _fake_evidence(chain), trust=_fake_trust(chain), collateral=coll, now=FAKE_NOW
+    )
+    assert verified.warnings == ()
+
+
+def test_vlek_signed_report_verifies_without_chip_binding() -> None:
+    chain = _fake(hwid=bytes(64))  # a VLEK names no chip: hwID is not compared
+    table = ev.build_cert_table(
+        {"vlek": chain.der("vcek"), "ask": chain.der("ask"), "ark": chain.der("ark")}
+    )
+    report = chain.sign(build_report(flags=1 << 2))  # SIGNING_KEY = VLEK
+    evidence = Evidence(tee=TeeType.SEV_SNP, data=report, aux={"certs": table})
+    verified = _verify(evidence, trust=_fake_trust(chain), now=FAKE_NOW)
+    assert verified.claims["signing_key"] == "vlek"
+    no_vlek = Evidence(tee=TeeType.SEV_SNP, data=report, aux={"certs": chain.cert_table()})
+    assert _reason(_verify, no_vlek, trust=_fake_trust(chain), now=FAKE_NOW) is (
+        Reason.COLLATERAL_MISSING
+    )
+
+
+_TABLE_CHAIN: list[FakeAmdChain] = []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_verifier_raises_only_attestation_errors_on_mutated_cert_table(data: st.DataObject) -> None:
+    if not _TABLE_CHAIN:
+        _TABLE_CHAIN.append(_fake())
+    chain = _TABLE_CHAIN[0]
+    table = bytearray(chain.cert_table())
+    offset = data.draw(st.integers(0, len(table) - 1))
+    table[offset] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, 4))
+    evidence = Evidence(
+        tee=TeeType.SEV_SNP,
+        data=chain.sign(build_report()),
+        aux={"certs": bytes(table[: len(table) - cut])},
+    )
+    try:
+        _verify(evidence, trust=_fake_trust(chain), now=FAKE_NOW)
+    except AttestationError:
+        return
+    # The table itself is unsigned: a mutation may be accepted only if it left the VCEK and
+    # ASK that the verdict rests on intact (e.g. it turned the ARK copy's GUID into an
+    # unknown one, which is ignored; trust comes from the anchors, never from the table).
+    parsed = ev.parse_cert_table(evidence.aux["certs"])
+    assert parsed.get("vcek") == chain.der("vcek")
+    assert parsed.get("ask") == chain.der("ask")
