@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -39,7 +40,10 @@ def test_enrolment_accepted_and_two_rounds_aggregate(harness: Harness) -> None:
     for p in (a, b):
         out = p.enroll()
         assert out.accepted, out
-        assert out.credential and out.attestation_result_json
+        result = json.loads(out.attestation_result_json)
+        assert result["tee"] == "sim" and result["status"] in ("affirming", "warning")
+        assert result["hardware_backed"] is False  # sim: shown as not hardware-backed
+        assert result["code_identity"] == GOOD.hex()
 
     for delta_a, delta_b in ((1.0, 3.0), (1.0, 3.0)):
         assert a.train(delta=delta_a).accepted
