@@ -73,7 +73,10 @@ class _Decoder:
 
     def _head(self) -> tuple[int, int, int]:
         start = self.pos
-        initial = self._take(1)[0]
+        if start >= len(self.data):
+            raise _error(f"item at {start} is missing", Reason.EVIDENCE_TRUNCATED)
+        initial = self.data[start]  # hot path: no slice for the initial byte
+        self.pos = start + 1
         major, info = initial >> 5, initial & 0x1F
         if info < 24:
             return major, info, start
