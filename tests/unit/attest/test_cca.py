@@ -219,3 +219,10 @@ def test_verifier_raises_only_attestation_errors_on_mutated_token(offset: int, x
     mutated[offset] ^= xor
     with pytest.raises(AttestationError):
         _verify(bytes(mutated))
+
+
+def test_realm_key_as_cose_key_verifies() -> None:
+    platform = FakeCcaPlatform.generate()
+    trust = TrustAnchors(keys={TeeType.CCA: (platform.public_key,)})
+    verified = _verify(platform.token(challenge=bytes(64), cose_key=True), trust)
+    assert verified.claims["realm"]["public_key"].startswith("a4")  # a 4-entry CBOR map

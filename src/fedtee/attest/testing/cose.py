@@ -112,10 +112,18 @@ class FakeCcaPlatform:
         rim: bytes = bytes(range(64)),
         rems: Sequence[bytes] = (bytes(64),) * 4,
         lifecycle: int = 0x3000,
+        cose_key: bool = False,
     ) -> bytes:
-        """A CCA token; ``bound_key`` (default: the RAK) is what the platform challenge hashes."""
+        """A CCA token; ``bound_key`` (default: the RAK) is what the platform challenge hashes.
+
+        ``cose_key`` carries the RAK as a CBOR COSE_Key (later RMM profiles) instead of a raw
+        point; the challenge then hashes those COSE_Key bytes, as the RMM does.
+        """
         realm_key = rak or ec.generate_private_key(ec.SECP384R1())
-        rak_bytes = raw_point(realm_key.public_key())
+        point = raw_point(realm_key.public_key())
+        rak_bytes = (
+            cbor2.dumps({1: 2, -1: 2, -2: point[1:49], -3: point[49:]}) if cose_key else point
+        )
         bound = raw_point(bound_key) if bound_key is not None else rak_bytes
         realm = {
             10: challenge,
