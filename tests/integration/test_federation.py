@@ -312,3 +312,29 @@ def test_a_stalled_upload_is_cut_off_and_the_round_completes(harness: Harness) -
     thread.join(10)
     assert [u.client_id for u in store.updates(FED, 1)] == ["ok"]
     assert _rounds(harness) == {1: RoundStatus.COMPLETED}
+
+
+def test_enrolled_client_presenting_bad_evidence_is_quarantined(harness: Harness) -> None:
+    harness.start()
+    a = harness.peer("a")
+    assert a.enroll().accepted
+    debug_twin = harness.peer("a", debug=True)  # same client id, now a debug TEE
+    out = debug_twin.enroll()
+    assert out.reason == Reason.DEBUG_ENABLED.value
+    again = harness.peer("a").enroll()  # good evidence no longer helps
+    assert (again.accepted, again.reason) == (False, Reason.CLIENT_QUARANTINED.value)
+    with pytest.raises(ProtocolError) as exc:
+        a.task()  # and the credential it already had stops working
+    assert exc.value.reason is Reason.CLIENT_QUARANTINED
+
+
+def test_reenrolment_with_a_new_key_retires_the_old_credential(harness: Harness) -> None:
+    harness.start()
+    old = harness.peer("a")
+    assert old.enroll().accepted
+    new = harness.peer("a")  # same client id, new identity key, new evidence
+    assert new.enroll().accepted
+    assert new.task().kind in (TaskKind.WAIT, TaskKind.TRAIN)
+    with pytest.raises(ProtocolError) as exc:
+        old.task()
+    assert exc.value.reason is Reason.CREDENTIAL_WRONG_CLIENT
