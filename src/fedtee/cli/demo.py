@@ -331,6 +331,15 @@ def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
     return outcome
 
 
+def _status_line(state: DemoState, opts: DemoOptions) -> str:
+    acc = "-" if state.accuracy is None else f"{state.accuracy:.3f}"
+    return (
+        f"round {state.round}/{opts.rounds} ({state.completed_rounds} done), "
+        f"{len(state.enrolled)} enrolled, {state.accepted_updates} updates accepted, "
+        f"{len(state.rejections)} rejections, global accuracy {acc}"
+    )
+
+
 def _watch(
     opts: DemoOptions,
     state: DemoState,
@@ -341,15 +350,24 @@ def _watch(
 ) -> None:
     from rich.live import Live
 
-    deadline = time.monotonic() + opts.timeout_s
+    start = time.monotonic()
+    deadline = start + opts.timeout_s
     honest = [c for c in clients if c not in (TAMPER_ID, MODIFIED_ID)]
-    with Live(_table(state, opts), console=console, refresh_per_second=4, transient=False) as live:
-        if not opts.live:
-            live.stop()
-        while time.monotonic() < deadline:
+    live = Live(_table(state, opts), console=console, refresh_per_second=4) if opts.live else None
+    last_line = ""
+    if live is not None:
+        live.start()
+    try:
+        while True:
             for client_id, reason, message in observer.poll(state):
                 console.print(f"[red]REJECTED[/] {client_id}: [bold]{reason}[/] {message}")
-            live.update(_table(state, opts))
+            if live is not None:
+                live.update(_table(state, opts))
+            else:
+                line = _status_line(state, opts)
+                if line != last_line:  # plain output: one line per change
+                    last_line = line
+                    console.print(f"[{time.monotonic() - start:5.1f}s] {line}", markup=False)
             if state.finished or state.completed_rounds >= opts.rounds:
                 break
             if server.poll() is not None:
@@ -357,15 +375,20 @@ def _watch(
                 break
             if all(clients[c].poll() is not None for c in honest):
                 observer.poll(state)
+                console.print("[red]all honest clients exited before the federation finished[/]")
                 break
-            time.sleep(0.5)
-        else:
-            console.print(f"[red]the demo timed out after {opts.timeout_s:.0f}s[/]")
-        live.update(_table(state, opts))
-    # Let honest clients hear FINISHED and exit on their own.
-    end = time.monotonic() + 10
+            if time.monotonic() > deadline:
+                console.print(f"[red]the demo timed out after {opts.timeout_s:.0f}s[/]")
+                break
+            time.sleep(0.25)
+    finally:
+        if live is not None:
+            live.update(_table(state, opts))
+            live.stop()
+    # Let honest clients hear FINISHED and exit on their own (they ask every retry_after).
+    end = time.monotonic() + 5
     while time.monotonic() < end and any(clients[c].poll() is None for c in honest):
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def _verify_ledger(workdir: Path, console: Any) -> bool:
@@ -409,6 +432,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         target=args.target,
         timeout_s=args.timeout,
+        round_timeout_s=args.round_timeout,
         live=not args.no_live,
     )
     console = Console()
@@ -451,6 +475,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="give up after this many seconds"
+    )
+    parser.add_argument(
+        "--round-timeout",
+        type=int,
+        default=15,
+        metavar="S",
+        help="round deadline in seconds (a round the tamperer was asked to join lasts this long)",
     )
     parser.add_argument(
         "--no-live", action="store_true", help="no live display (plain output, e.g. for logs)"

@@ -81,3 +81,17 @@ def test_modified_trainer_poisons_labels_and_has_a_different_file() -> None:
     assert np.array_equal(
         cheat.data.labels[honest.data.labels == 1], np.full(int((honest.data.labels == 1).sum()), 7)
     )
+
+
+def test_data_is_exactly_scikit_learns_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    train, test = digits.train_set(), digits.test_set()
+    assert len(train) + len(test) == bunch.target.shape[0] == 1797
+    assert sorted(np.concatenate([train.labels, test.labels]).tolist()) == sorted(
+        bunch.target.tolist()
+    )
+    # Same rows: every training image is one of scikit-learn's, scaled to [0, 1].
+    rows = {r.tobytes() for r in (bunch.data / 16.0).astype(np.float32)}
+    assert all(r.tobytes() in rows for r in train.features)
