@@ -224,6 +224,10 @@ def test_sqlite_state_is_a_real_file(harness: Harness) -> None:
     harness.start()
     assert harness.peer("a").enroll().accepted
     harness.stop()
+    ledger = (harness.tmp / "state" / "ledger.jsonl").read_bytes()
+    last = ledger.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    assert b'"kind":"checkpoint"' in last  # a clean stop signs what was appended
+    verify_ledger(ledger, server_public_key=None)
     store = StateStore.open(str(harness.tmp / "state" / "state.db"))
     try:
         assert [c.id for c in store.list_clients(FED)] == ["a"]

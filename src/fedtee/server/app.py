@@ -243,6 +243,9 @@ class FederationServer:
         if self._server is not None:
             self._server.stop(grace_s).wait(timeout=grace_s + 5)
             self._server = None
+        if self.ledger is not None and self.ledger.head.kind != "checkpoint":
+            # Sign what was appended since the last round closed (enrolments, rejections).
+            self.ledger.checkpoint(now_ms=self._now_ms())
         if self.store is not None:
             self.store.close()
             self.store = None
