@@ -14,7 +14,7 @@ import pytest
 
 from fedtee import identity, tensors
 from fedtee.client.transport import TaskKind
-from fedtee.errors import ProtocolError, Reason
+from fedtee.errors import ProtocolError, Reason, StorageError
 from fedtee.ledger.log import verify_ledger
 from fedtee.ledger.receipts import Receipt, sign_receipt
 from fedtee.server.store import RoundStatus, StateStore
@@ -342,3 +342,30 @@ def test_reenrolment_with_a_new_key_retires_the_old_credential(harness: Harness)
     with pytest.raises(ProtocolError) as exc:
         old.task()
     assert exc.value.reason is Reason.CREDENTIAL_WRONG_CLIENT
+
+
+def test_crash_between_ledger_and_store_does_not_aggregate_twice(harness: Harness) -> None:
+    harness.start(rounds=1, clients_per_round=2, min_clients=2)
+    a, b = harness.peer("a"), harness.peer("b")
+    assert a.enroll().accepted and b.enroll().accepted
+    assert a.train().accepted
+    server = harness.server
+    assert server is not None and server.store is not None
+
+    def crash(**_: object) -> None:
+        raise StorageError("simulated crash before the store marked the round completed")
+
+    server.store.complete_round = crash  # type: ignore[method-assign]
+    assert b.train().accepted  # durable before the close failed, so still accepted
+    time.sleep(0.3)  # the driver retries the close (and keeps failing) meanwhile
+    harness.stop()
+
+    server = harness.start()
+    assert server.finished
+    report = verify_ledger(server.paths.ledger.read_bytes(), server_public_key=None)
+    assert [r.round for r in report.lineage] == [1]
+    assert server.store is not None
+    done = server.store.get_round(FED, 1)
+    assert done is not None and done.status is RoundStatus.COMPLETED
+    assert done.output_model_digest is not None
+    assert done.output_model_digest.hex() == report.final_model_digest

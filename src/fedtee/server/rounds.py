@@ -34,7 +34,7 @@ from pathlib import Path
 
 from fedtee import tensors
 from fedtee.errors import FedteeError, Reason, UpdateRejected
-from fedtee.ledger.log import LedgerWriter
+from fedtee.ledger.log import LedgerWriter, verify_ledger
 from fedtee.ledger.receipts import (
     Receipt,
     SignedReceipt,
@@ -140,6 +140,8 @@ class RoundManager:
         self._next_round = 1
         self._next_model: bytes | None = None
         self._finished = False
+        self._retry_close = False
+        self._logged_aggregation: tuple[int, bytes] | None = None
 
     # --- start / resume --------------------------------------------------------------------
 
@@ -172,6 +174,8 @@ class RoundManager:
             rnd = point.open_round
             self._next_round = rnd.number
             self._next_model = rnd.global_model_digest
+            if self._recover_aggregated(rnd, now_ms=now_ms):
+                return
             self._resume_open(rnd, now_ms=now_ms)
             log.info(
                 "resumed open round %d with %d accepted updates",
@@ -181,6 +185,36 @@ class RoundManager:
             if len(point.accepted_in_open_round) >= len(rnd.selected):
                 # Every selected client had delivered when the old process died.
                 self._close(now_ms=now_ms)
+
+    def _recover_aggregated(self, rnd: RoundRecord, *, now_ms: int) -> bool:
+        """The old process may have died between logging a round's aggregation and marking
+        it completed in the store: finish that bookkeeping instead of aggregating twice."""
+        report = verify_ledger(self._ledger.path.read_bytes(), server_public_key=None)
+        done = [r for r in report.lineage if r.round == rnd.number]
+        if not done:
+            return False
+        output = bytes.fromhex(done[-1].output_model_digest)
+        if not self._artifacts.exists(output):
+            return False
+        self._store.complete_round(
+            federation_id=self.federation_id,
+            number=rnd.number,
+            output_model_digest=output,
+            now_ms=now_ms,
+        )
+        log.info("round %d had been aggregated before the restart; marked completed", rnd.number)
+        self._ledger.checkpoint(now_ms=now_ms)
+        self._after_close(rnd, next_model=output)
+        return True
+
+    def _after_close(self, rnd: RoundRecord, *, next_model: bytes) -> None:
+        self._next_model = next_model
+        self._open = None
+        self._next_round = rnd.number + 1
+        if rnd.number >= self._settings.rounds:
+            self._finished = True
+            self._store.set_federation_status(self.federation_id, FederationStatus.FINISHED)
+            log.info("federation %s finished", self.federation_id)
 
     def _resume_open(self, rnd: RoundRecord, *, now_ms: int) -> None:
         self._open = rnd
@@ -373,7 +407,11 @@ class RoundManager:
                 log.info("round %d: accepted update from %s", rnd.number, client.id)
             done = self._store.count_updates(self.federation_id, rnd.number)
             if done >= len(rnd.selected):
-                self._close(now_ms=now_ms)
+                try:
+                    self._close(now_ms=now_ms)
+                except FedteeError:
+                    # The update is durable and accepted; the driver retries the close.
+                    log.exception("closing round %d failed; will retry", rnd.number)
         return SubmitResult(accepted=True, message=f"accepted for round {rnd.number}")
 
     def _reject(
@@ -423,6 +461,8 @@ class RoundManager:
                 if now_ms > self._deadline_ms:
                     log.info("round %d: deadline passed", self._open.number)
                     self._close(now_ms=now_ms)
+                elif self._retry_close:
+                    self._close(now_ms=now_ms)
                 return
             self._maybe_open(now_ms=now_ms)
 
@@ -461,31 +501,38 @@ class RoundManager:
         rnd = self._open
         assert rnd is not None
         updates = self._store.updates(self.federation_id, rnd.number)
+        self._retry_close = True  # until the store says the round is closed
         if len(updates) >= self._settings.min_clients:
-            assert self._spec is not None
-            self._strategy.begin(self._spec)
-            for upd in updates:
-                self._strategy.accumulate(
-                    self._artifacts.load_arrays(upd.update_digest), upd.num_examples
+            logged = self._logged_aggregation
+            if logged is not None and logged[0] == rnd.number:
+                output = logged[1]  # a retry: the ledger already names this round's output
+            else:
+                assert self._spec is not None
+                self._strategy.begin(self._spec)
+                for upd in updates:
+                    self._strategy.accumulate(
+                        self._artifacts.load_arrays(upd.update_digest), upd.num_examples
+                    )
+                output = self._artifacts.put(tensors.encode(self._strategy.finalize())).digest
+                self._ledger.aggregation(
+                    round=rnd.number,
+                    inputs=[u.receipt_hash for u in updates],
+                    input_model_digest=rnd.global_model_digest,
+                    output_model_digest=output,
+                    strategy=self._strategy.name,
+                    now_ms=now_ms,
                 )
-            out = self._artifacts.put(tensors.encode(self._strategy.finalize()))
-            self._ledger.aggregation(
-                round=rnd.number,
-                inputs=[u.receipt_hash for u in updates],
-                input_model_digest=rnd.global_model_digest,
-                output_model_digest=out.digest,
-                strategy=self._strategy.name,
-                now_ms=now_ms,
-            )
+                self._logged_aggregation = (rnd.number, output)
             self._store.complete_round(
                 federation_id=self.federation_id,
                 number=rnd.number,
-                output_model_digest=out.digest,
+                output_model_digest=output,
                 now_ms=now_ms,
             )
-            self._next_model = out.digest
+            next_model = output
             log.info("round %d aggregated from %d updates", rnd.number, len(updates))
         else:
+            next_model = rnd.global_model_digest
             self._store.fail_round(
                 federation_id=self.federation_id, number=rnd.number, now_ms=now_ms
             )
@@ -495,13 +542,9 @@ class RoundManager:
                 len(updates),
                 self._settings.min_clients,
             )
+        self._retry_close = False
         self._ledger.checkpoint(now_ms=now_ms)
-        self._open = None
-        self._next_round = rnd.number + 1
-        if rnd.number >= self._settings.rounds:
-            self._finished = True
-            self._store.set_federation_status(self.federation_id, FederationStatus.FINISHED)
-            log.info("federation %s finished", self.federation_id)
+        self._after_close(rnd, next_model=next_model)
 
     def completed_rounds(self) -> list[RoundRecord]:
         return [
