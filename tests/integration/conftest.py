@@ -69,8 +69,8 @@ class Harness:
             tls_cert_pem=cert.cert_pem,
             tls_key_pem=cert.key_pem,
             state_dir=self.tmp / "state",
-            policy=self.att.policy(s.pop("measurements", [GOOD])),
-            trust=self.att.trust,
+            policy=s.pop("policy", None) or self.att.policy(s.pop("measurements", [GOOD])),
+            trust=s.pop("trust", None) or self.att.trust,
             initial_model=initial_model(),
             rounds=RoundSettings(
                 rounds=s.pop("rounds", 2),
