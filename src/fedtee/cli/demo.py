@@ -360,7 +360,8 @@ def _watch(
     try:
         while True:
             for client_id, reason, message in observer.poll(state):
-                console.print(f"[red]REJECTED[/] {client_id}: [bold]{reason}[/] {message}")
+                text = message.removeprefix(f"{reason}: ").removeprefix(f"[{reason}] ")
+                console.print(f"[red]REJECTED[/] {client_id}: [bold]{reason}[/] {text}")
             if live is not None:
                 live.update(_table(state, opts))
             else:
@@ -385,6 +386,7 @@ def _watch(
         if live is not None:
             live.update(_table(state, opts))
             live.stop()
+            console.print()
     # Let honest clients hear FINISHED and exit on their own (they ask every retry_after).
     end = time.monotonic() + 5
     while time.monotonic() < end and any(clients[c].poll() is None for c in honest):
