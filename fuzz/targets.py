@@ -1,0 +1,198 @@
+"""Fuzz targets: one function per parser, taking untrusted bytes.
+
+Shared by the atheris harnesses (``fuzz/fuzz_<name>.py``) and the hypothesis property tests
+(``tests/fuzz/test_parsers_property.py``) so both exercise exactly the same entry points.
+
+Contract every target checks: whatever the bytes, the parser either returns or raises a
+:class:`fedtee.errors.FedteeError` subclass. Any other exception (IndexError, struct.error,
+KeyError, UnicodeDecodeError, RecursionError, MemoryError, ...) is a crash, a hang past the
+per-input timeout is a crash, and so is memory above the RSS limit.
+
+A target goes as far as a caller of that parser would in production: the evidence targets
+also run the backend's ``describe`` (what ``fedtee attest show`` prints), the protobuf target
+runs the ``*_from_proto`` conversion the server or client runs on a decoded message.
+
+The only non-fedtee exception tolerated anywhere is protobuf's own ``DecodeError`` raised by
+``Message.FromString``: in production grpc's deserializer raises it before fedtee code runs
+(the call fails with grpc INTERNAL), so it is the protobuf runtime's typed rejection, not a
+fedtee parser crash. Everything after a successful decode must raise only FedteeError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+
+from fedtee.attest.evidence import cca, cose, dcap, psa, sgx, sim, snp, tdx, tpm
+from fedtee.attest.model import Evidence, TeeType
+from fedtee.attest.policy import Policy
+from fedtee.ledger.log import verify_ledger
+from fedtee.ledger.receipts import Receipt
+from fedtee.tensors import decode as tensors_decode
+from fedtee.tensors import header_from_prefix, parse_header
+from fedtee.wire import serde
+from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
+
+Target = Callable[[bytes], None]
+
+
+# --- attestation evidence --------------------------------------------------------------------
+
+
+def dcap_quote(data: bytes) -> None:
+    """The shared SGX/TDX quote parser (v3, v4, v5) and its describe view."""
+    dcap.describe_quote(dcap.parse_quote(data))
+
+
+def sgx_evidence(data: bytes) -> None:
+    ev = sgx.evidence_from_files(data, {})
+    sgx.describe(ev)
+
+
+def tdx_evidence(data: bytes) -> None:
+    ev = tdx.evidence_from_files(data, {})
+    tdx.describe(ev)
+
+
+def snp_report(data: bytes) -> None:
+    snp.describe_report(snp.parse_report(data))
+
+
+def snp_cert_table(data: bytes) -> None:
+    """The GUID/offset/length certificate table that comes with an extended SNP report."""
+    snp.parse_cert_table(data)
+
+
+def snp_evidence(data: bytes) -> None:
+    """A report whose first 1184 bytes are the report and the rest the certificate table."""
+    ev = snp.evidence_from_files(data[:1184], {"certs": data[1184:]} if len(data) > 1184 else {})
+    snp.describe(ev)
+
+
+def tpm_evidence(data: bytes) -> None:
+    """Raw TPMS_ATTEST or the Azure-style quote JSON (same entry point as the CLI)."""
+    ev = tpm.evidence_from_files(data, {})
+    tpm.describe(ev)
+
+
+def tpm_public(data: bytes) -> None:
+    tpm.parse_public(data)
+
+
+def tpm_signature(data: bytes) -> None:
+    tpm.parse_signature(data)
+
+
+def cose_sign1(data: bytes) -> None:
+    """The strict CBOR decoder, then COSE_Sign1 structure checks."""
+    cose.loads(data)
+    cose.parse_sign1(data)
+
+
+def psa_token(data: bytes) -> None:
+    ev = psa.evidence_from_files(data, {})
+    psa.describe(ev)
+
+
+def cca_token(data: bytes) -> None:
+    ev = cca.evidence_from_files(data, {})
+    cca.describe(ev)
+
+
+def sim_report(data: bytes) -> None:
+    sim.describe(Evidence(tee=TeeType.SIM, data=data, aux={}))
+
+
+# --- protocol, models, ledger, policy --------------------------------------------------------
+
+
+def _selected(data: bytes) -> tuple[int, bytes]:
+    return (data[0], data[1:]) if data else (0, b"")
+
+
+def _signed_receipt(msg: pb.SignedReceipt) -> None:
+    Receipt.decode(serde.signed_receipt_from_proto(msg).receipt)
+
+
+def _update_chunk(msg: pb.UpdateChunk) -> None:
+    if msg.WhichOneof("part") == "header":
+        header = serde.update_header_from_proto(msg)
+        Receipt.decode(header.receipt.receipt)
+    else:
+        serde.update_data_from_proto(msg)
+
+
+# message type -> what fedtee does with a decoded one (server requests and client responses)
+PROTO_MESSAGES: tuple[tuple[type[Message], Callable[[Any], object]], ...] = (
+    (pb.ChallengeRequest, serde.challenge_request_from_proto),
+    (pb.Challenge, serde.challenge_from_proto),
+    (pb.EnrollRequest, serde.enroll_request_from_proto),
+    (pb.EnrollResponse, serde.enrolment_from_proto),
+    (pb.Task, serde.task_from_proto),
+    (pb.ModelRequest, serde.model_request_from_proto),
+    (pb.ModelChunk, serde.model_chunk_from_proto),
+    (pb.UpdateChunk, _update_chunk),
+    (pb.SubmitResult, serde.submit_outcome_from_proto),
+    (pb.SignedReceipt, _signed_receipt),
+)
+
+
+def protobuf_message(data: bytes) -> None:
+    """First byte picks the message type; the rest is its serialized form."""
+    selector, body = _selected(data)
+    kind, convert = PROTO_MESSAGES[selector % len(PROTO_MESSAGES)]
+    try:
+        msg = kind.FromString(body)
+    except DecodeError:
+        return  # protobuf runtime's own rejection, raised inside grpc before fedtee code runs
+    convert(msg)
+
+
+def tensors_header(data: bytes) -> None:
+    """Header validation of a whole buffer and of a streamed upload's prefix, then decode."""
+    # A streamed upload is checked from its first bytes; give it a prefix the size of the
+    # header region the buffer claims (or all of it), as the round manager does.
+    header_from_prefix(data[: 8 + 4096], total_size=len(data))
+    parse_header(data)
+    tensors_decode(data)
+
+
+def receipt(data: bytes) -> None:
+    Receipt.decode(data)
+
+
+def ledger_file(data: bytes) -> None:
+    verify_ledger(data, server_public_key=None)
+
+
+def policy_toml(data: bytes) -> None:
+    # Every byte string maps to some text: UTF-8 when valid, else Latin-1.
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    Policy.from_toml(text)
+
+
+TARGETS: Mapping[str, Target] = {
+    "dcap": dcap_quote,
+    "sgx": sgx_evidence,
+    "tdx": tdx_evidence,
+    "snp": snp_report,
+    "snp_certs": snp_cert_table,
+    "snp_evidence": snp_evidence,
+    "tpm": tpm_evidence,
+    "tpm_public": tpm_public,
+    "tpm_signature": tpm_signature,
+    "cose": cose_sign1,
+    "psa": psa_token,
+    "cca": cca_token,
+    "sim": sim_report,
+    "protobuf": protobuf_message,
+    "tensors": tensors_header,
+    "receipts": receipt,
+    "ledger": ledger_file,
+    "policy": policy_toml,
+}
