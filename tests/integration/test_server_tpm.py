@@ -18,7 +18,7 @@ from fedtee.attest.model import TeeType, TrustAnchors
 from fedtee.attest.policy import Policy
 from fedtee.attest.testing.tpm import Swtpm, swtpm_missing
 from fedtee.client.grpc_transport import GrpcTransport
-from fedtee.errors import Reason
+from fedtee.errors import ProtocolError, Reason
 
 from .conftest import Harness
 
@@ -87,3 +87,27 @@ def test_tpm_client_enrols_through_the_server_and_changed_code_is_refused(
     assert (result["tee"], result["hardware_backed"]) == ("tpm", True)
     assert not changed.accepted
     assert changed.reason == Reason.MEASUREMENT_NOT_ALLOWED.value
+
+
+def test_a_tpm_whose_ek_is_not_trusted_gets_no_challenge(harness: Harness, tpm: Swtpm) -> None:
+    from fedtee.attest.attesters.tpm import TpmAttester
+
+    with TpmAttester(tcti=tpm.tcti, ek_chain=tpm.ca_issuer_pem()) as client:
+        ek = x509.load_der_x509_certificate(client.challenge_request()["ek_cert"])
+        harness.clock.offset = ek.not_valid_before_utc + timedelta(days=1) - datetime.now(UTC)
+        policy = Policy.from_toml('version = 1\n[tee.tpm]\naccepted_tcb = ["NotApplicable"]\n')
+        server = harness.start(policy=policy, trust=TrustAnchors(roots={TeeType.SIM: ()}))
+        assert harness.ca is not None
+        transport = GrpcTransport.connect(
+            address=f"127.0.0.1:{server.port}", ca_pem=harness.ca.cert_pem, server_name="localhost"
+        )
+        try:
+            with pytest.raises(ProtocolError) as exc:
+                transport.get_challenge(
+                    client_id="tpm-x", tee=TeeType.TPM, aux=client.challenge_request()
+                )
+        finally:
+            transport.close()
+    assert exc.value.reason is Reason.CHAIN_UNTRUSTED_ROOT
+    assert server.store is not None
+    assert [r.reason for r in server.store.rejections("fed-it")] == [Reason.CHAIN_UNTRUSTED_ROOT]

@@ -153,7 +153,12 @@ class EnrolmentGate:
         kept: Mapping[str, bytes] = {}
         ext = extension_for(req.tee)
         if ext is not None:
-            prepared = ext.prepare(nonce=nonce, request=req.aux, trust=self._trust, now=now)
+            try:
+                prepared = ext.prepare(nonce=nonce, request=req.aux, trust=self._trust, now=now)
+            except AttestationError as exc:
+                # e.g. a TPM whose EK does not chain to a trusted CA: refused before any nonce.
+                self._record_rejection(req.client_id, exc, now_ms=to_ms(now))
+                raise
             to_client, kept = prepared.to_client, prepared.kept
         expires = to_ms(now) + self._settings.nonce_ttl_ms
         self._store.issue_nonce(
@@ -266,20 +271,23 @@ class EnrolmentGate:
                 raise
             return self._reject(req, exc, now_ms=now_ms, result_json=result_json)
 
-    def _reject(
-        self, req: EnrollRequest, exc: FedteeError, *, now_ms: int, result_json: str
-    ) -> Enrolment:
-        log.warning("enrolment of %s rejected: %s", req.client_id, exc)
+    def _record_rejection(self, client_id: str, exc: FedteeError, *, now_ms: int) -> None:
+        log.warning("enrolment of %s rejected: %s", client_id, exc)
         self._store.record_rejection(
             federation_id=self.federation_id,
             reason=exc.reason,
             message=exc.message,
             now_ms=now_ms,
-            client_id=req.client_id,
+            client_id=client_id,
         )
         self._ledger.rejection(
-            reason=exc.reason, message=exc.message, now_ms=now_ms, client_id=req.client_id
+            reason=exc.reason, message=exc.message, now_ms=now_ms, client_id=client_id
         )
+
+    def _reject(
+        self, req: EnrollRequest, exc: FedteeError, *, now_ms: int, result_json: str
+    ) -> Enrolment:
+        self._record_rejection(req.client_id, exc, now_ms=now_ms)
         client = self._store.get_client(req.client_id)
         if client is not None and not client.quarantined and exc.reason in _QUARANTINE_ON:
             self._store.quarantine(req.client_id, reason=exc.reason, message=exc.message)

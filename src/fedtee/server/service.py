@@ -24,7 +24,9 @@ from typing import Any, NoReturn
 import grpc
 
 from fedtee.errors import (
+    AttestationError,
     CredentialError,
+    EvidenceFormatError,
     FedteeError,
     ProtocolError,
     Reason,
@@ -65,6 +67,10 @@ def status_for(exc: FedteeError) -> grpc.StatusCode:
         return _STATUS_BY_REASON[exc.reason]
     if isinstance(exc, CredentialError):
         return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(exc, EvidenceFormatError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, AttestationError):
+        return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(exc, StorageError):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, ProtocolError):
