@@ -369,3 +369,21 @@ def test_crash_between_ledger_and_store_does_not_aggregate_twice(harness: Harnes
     assert done is not None and done.status is RoundStatus.COMPLETED
     assert done.output_model_digest is not None
     assert done.output_model_digest.hex() == report.final_model_digest
+
+
+def test_expired_nonces_are_refused_then_purged(harness: Harness) -> None:
+    harness.start()
+    a = harness.peer("a")
+    ch = a.transport.get_challenge(client_id="a", tee=a.attester.tee, aux={})
+    from fedtee.attest.binding import report_data
+
+    ev = a.attester.attest(report_data(nonce=ch.nonce, public_key=a.public_key))
+    harness.clock.offset = timedelta(seconds=61)  # past the 60 s nonce TTL
+    out = a.transport.enroll(client_id="a", nonce=ch.nonce, public_key=a.public_key, evidence=ev)
+    assert out.reason == Reason.NONCE_EXPIRED.value
+    ch2 = a.transport.get_challenge(client_id="a", tee=a.attester.tee, aux={})
+    harness.clock.offset = timedelta(seconds=200)  # the driver purges expired nonces
+    time.sleep(0.3)
+    ev2 = a.attester.attest(report_data(nonce=ch2.nonce, public_key=a.public_key))
+    out = a.transport.enroll(client_id="a", nonce=ch2.nonce, public_key=a.public_key, evidence=ev2)
+    assert out.reason == Reason.NONCE_UNKNOWN.value

@@ -44,6 +44,8 @@ from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
 
 log = logging.getLogger(__name__)
 
+NONCE_PURGE_INTERVAL_MS = 60_000
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -215,10 +217,16 @@ class FederationServer:
         return self.port
 
     def _drive(self) -> None:
-        assert self.rounds is not None
+        assert self.rounds is not None and self.store is not None
+        next_purge = 0
         while not self._stop.wait(self.config.tick_s):
             try:
                 self.rounds.tick()
+                now_ms = self._now_ms()
+                if now_ms >= next_purge:
+                    # GetChallenge is unauthenticated: expired nonces must not pile up.
+                    self.store.purge_nonces(now_ms=now_ms)
+                    next_purge = now_ms + NONCE_PURGE_INTERVAL_MS
             except Exception:  # keep driving: a failed tick is retried on the next one
                 log.exception("round driver tick failed")
 
