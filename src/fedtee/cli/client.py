@@ -39,9 +39,12 @@ def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
     if config.tee is TeeType.SIM:
         assert config.sim_root_cert is not None and config.sim_root_key is not None
         sim: Any = importlib.import_module("fedtee.attest.attesters.sim")
-        root = sim.SimRoot.from_pem(
-            config.sim_root_cert.read_bytes(), config.sim_root_key.read_bytes()
-        )
+        try:
+            root = sim.SimRoot.from_pem(
+                config.sim_root_cert.read_bytes(), config.sim_root_key.read_bytes()
+            )
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot load the sim root: {exc}") from exc
         platform = sim.SimPlatform.generate(root)
         attester: Attester = sim.SimAttester(
             platform=platform, measurement=measurement, debug=config.sim_debug, svn=config.sim_svn
