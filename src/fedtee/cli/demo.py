@@ -74,6 +74,7 @@ class DemoState:
     round: int = 0
     completed_rounds: int = 0
     enrolled: set[str] = field(default_factory=set)
+    quarantined: set[str] = field(default_factory=set)
     accepted_updates: int = 0
     rejections: list[tuple[str, str, str]] = field(default_factory=list)  # client, reason, msg
     accuracy: float | None = None
@@ -165,7 +166,9 @@ class _Observer:
             state.round = max(r.number for r in rounds)
         done = [r for r in rounds if r.output_model_digest is not None]
         state.completed_rounds = len(done)
-        state.enrolled = {c.id for c in store.list_clients(fid)}
+        clients = store.list_clients(fid)
+        state.enrolled = {c.id for c in clients}
+        state.quarantined = {c.id for c in clients if c.quarantined}
         state.accepted_updates = sum(store.count_updates(fid, r.number) for r in rounds)
         fed = store.get_federation(fid)
         state.finished = fed is not None and fed.status.value == "finished"
@@ -190,6 +193,12 @@ class _Observer:
             self._store.close()
 
 
+def _enrolled(state: DemoState) -> str:
+    if not state.quarantined:
+        return str(len(state.enrolled))
+    return f"{len(state.enrolled)} ({len(state.quarantined)} quarantined)"
+
+
 def _table(state: DemoState, opts: DemoOptions) -> Any:
     from rich.table import Table
 
@@ -202,7 +211,7 @@ def _table(state: DemoState, opts: DemoOptions) -> Any:
     acc = "-" if state.accuracy is None else f"{state.accuracy:.3f}"
     table.add_row(
         f"{state.round}/{opts.rounds} ({state.completed_rounds} done)",
-        str(len(state.enrolled)),
+        _enrolled(state),
         str(state.accepted_updates),
         str(len(state.rejections)),
         acc,
@@ -335,7 +344,7 @@ def _status_line(state: DemoState, opts: DemoOptions) -> str:
     acc = "-" if state.accuracy is None else f"{state.accuracy:.3f}"
     return (
         f"round {state.round}/{opts.rounds} ({state.completed_rounds} done), "
-        f"{len(state.enrolled)} enrolled, {state.accepted_updates} updates accepted, "
+        f"{_enrolled(state)} enrolled, {state.accepted_updates} updates accepted, "
         f"{len(state.rejections)} rejections, global accuracy {acc}"
     )
 
