@@ -31,6 +31,7 @@ from fedtee.errors import AttestationError, Reason, VerificationError
 
 EAR_PROFILE = "tag:fedtee.dev,2026:ear/v1"
 MAX_JWT_BYTES = 64 * 1024
+CLOCK_SKEW_S = 300
 
 
 class Status(StrEnum):
@@ -148,7 +149,8 @@ class AttestationResult:
                 ),
                 policy_unsafe=bool(raw.get("policy_unsafe", False)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        # RecursionError: deeply nested JSON must fail typed, not crash the caller.
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             raise AttestationError(
                 f"attestation result JSON is malformed: {exc}", reason=Reason.EVIDENCE_MALFORMED
             ) from exc
@@ -195,7 +197,7 @@ def verify_ear_jwt(
     token: str, public_key: ec.EllipticCurvePublicKey, *, now: dt.datetime
 ) -> AttestationResult:
     """Check an EAR JWT's ES256 signature and expiry; return the result it carries."""
-    if len(token) > MAX_JWT_BYTES:
+    if not isinstance(token, str) or len(token) > MAX_JWT_BYTES:
         raise VerificationError("EAR JWT too large", reason=Reason.EVIDENCE_TOO_LARGE)
     parts = token.split(".")
     if len(parts) != 3:
@@ -204,7 +206,7 @@ def verify_ear_jwt(
         header = json.loads(_unb64(parts[0]))
         payload = json.loads(_unb64(parts[1]))
         sig = _unb64(parts[2])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise VerificationError(
             f"EAR JWT is malformed: {exc}", reason=Reason.EVIDENCE_MALFORMED
         ) from exc
@@ -224,6 +226,17 @@ def verify_ear_jwt(
         raise VerificationError("EAR JWT lacks exp", reason=Reason.EVIDENCE_MALFORMED)
     if now.timestamp() >= payload["exp"]:
         raise VerificationError("EAR JWT has expired", reason=Reason.CREDENTIAL_EXPIRED)
+    iat = payload.get("iat")
+    if not isinstance(iat, int) or iat > now.timestamp() + CLOCK_SKEW_S:
+        # A token issued in the future means a wrong clock or a forged timeline.
+        raise VerificationError(
+            f"EAR JWT iat {iat!r} is missing or later than now", reason=Reason.EVIDENCE_MALFORMED
+        )
+    if payload.get("eat_profile") != EAR_PROFILE:
+        raise VerificationError(
+            f"EAR JWT profile {payload.get('eat_profile')!r}; expected {EAR_PROFILE}",
+            reason=Reason.EVIDENCE_MALFORMED,
+        )
     submods = payload.get("submods")
     if not isinstance(submods, dict) or len(submods) != 1:
         raise VerificationError(
@@ -232,9 +245,9 @@ def verify_ear_jwt(
     (sub,) = submods.values()
     try:
         return AttestationResult.from_json(json.dumps(sub["fedtee.result"]))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttestationError) as exc:
         raise VerificationError(
-            "EAR JWT lacks fedtee.result", reason=Reason.EVIDENCE_MALFORMED
+            f"EAR JWT lacks a well-formed fedtee.result: {exc}", reason=Reason.EVIDENCE_MALFORMED
         ) from exc
 
 
@@ -248,7 +261,8 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # validate=True: characters outside base64url are an error, not silently skipped.
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"bad base64url: {exc}") from exc
 
