@@ -234,7 +234,7 @@ seed = {seed}                        # the split's seed (same for every client)
 max_reconnect_attempts = 8      # consecutive network failures before giving up
 backoff_initial_s = 0.2         # first retry delay; doubles each time, with jitter
 backoff_max_s = 5.0             # longest retry delay
-chunk_bytes = 1048576           # upload chunk size (at most 4 MiB)
+chunk_bytes = 1048576           # upload chunk size (at most 1 MiB, the server's limit)
 """
 
 

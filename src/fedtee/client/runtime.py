@@ -44,10 +44,12 @@ from fedtee.client.transport import (
     TaskKind,
     Transport,
 )
-from fedtee.errors import AttestationError, CredentialError, ProtocolError, Reason
+from fedtee.errors import AttestationError, ConfigError, CredentialError, ProtocolError, Reason
 from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
+from fedtee.wire.limits import DEFAULT_LIMITS
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = DEFAULT_LIMITS.chunk_bytes  # what a server reads per UpdateChunk
 DEFAULT_MAX_MODEL_BYTES = 1 << 30
 
 
@@ -87,8 +89,10 @@ class RuntimeOptions:
     max_rounds: int | None = None  # stop after training this many rounds (tests, demos)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.chunk_bytes <= 4 << 20:
-            raise ValueError("chunk_bytes must be 1 byte .. 4 MiB (gRPC's default message cap)")
+        if not 1 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ConfigError(
+                f"chunk_bytes must be 1..{MAX_CHUNK_BYTES} (the server's per-chunk limit)"
+            )
         if self.max_reconnect_attempts < 1:
             raise ValueError("max_reconnect_attempts must be >= 1")
 

@@ -268,3 +268,14 @@ def test_the_client_side_imports_no_server_or_heavy_packages() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines() == ["[]", "[]"]
+
+
+def test_chunk_size_is_bounded_by_the_servers_chunk_limit() -> None:
+    from fedtee.errors import ConfigError
+    from fedtee.wire.limits import DEFAULT_LIMITS
+
+    RuntimeOptions(chunk_bytes=DEFAULT_LIMITS.chunk_bytes)
+    with pytest.raises(ConfigError):
+        RuntimeOptions(chunk_bytes=DEFAULT_LIMITS.chunk_bytes + 1)
+    with pytest.raises(ConfigError):
+        RuntimeOptions(chunk_bytes=0)
