@@ -168,17 +168,40 @@ def add_reference(
     return edited, edited != text
 
 
-def _policy_check(text: str) -> str:
-    """What the policy engine says about this text: "ok", or its error."""
+def _load_with_engine(text: str) -> tuple[str, Any]:
+    """What the policy engine says about this text ("ok" or its error), and the policy."""
     try:
         module = importlib.import_module("fedtee.attest.policy")
     except ImportError:
-        return "not checked (fedtee.attest.policy is not available)"
+        return "not checked (fedtee.attest.policy is not available)", None
     try:
-        module.Policy.from_toml(text)
+        return "ok", module.Policy.from_toml(text)
     except FedteeError as exc:
-        return f"rejected: {exc}"
-    return "ok"
+        return f"rejected: {exc}", None
+
+
+def _policy_check(text: str) -> str:
+    return _load_with_engine(text)[0]
+
+
+def _effective(policy: Any) -> list[str]:
+    """The settings the engine will apply, defaults included, one line per TEE."""
+    lines: list[str] = []
+    try:
+        for tee, tp in policy.tees.items():
+            age = tp.max_evidence_age
+            parts = [
+                "debug " + ("allowed" if tp.debug_allowed else "forbidden"),
+                "accepted_tcb " + (",".join(sorted(str(t) for t in tp.accepted_tcb)) or "-"),
+                "warn_tcb " + (",".join(sorted(str(t) for t in tp.warn_tcb)) or "-"),
+                "max_evidence_age " + (f"{int(age.total_seconds())}s" if age else "none"),
+            ]
+            if tp.allow_simulated:
+                parts.append("SIMULATED TEE ACCEPTED")
+            lines.append(f"{getattr(tee, 'value', tee)}: " + "; ".join(parts))
+    except (AttributeError, TypeError):
+        return []  # an engine whose shape this display does not know: show nothing wrong
+    return lines
 
 
 def _cmd_add_reference(args: argparse.Namespace) -> int:
@@ -239,14 +262,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.policy_file)
     text = _read_policy_text(path)
     doc = _parse(text, path)
-    check = _policy_check(text)
+    check, policy = _load_with_engine(text)
+    effective = _effective(policy) if policy is not None else []
     if args.json:
-        print(json.dumps({"file": str(path), "policy": doc, "check": check}, indent=2))
+        shown = {"file": str(path), "policy": doc, "check": check, "effective": effective}
+        print(json.dumps(shown, indent=2))
     else:
         print(f"{path}:")
         for line in _summary(doc):
             print(f"  {line}")
         print(f"policy engine: {check}")
+        for line in effective:
+            print(f"  effective {line}")
     if check.startswith("rejected"):
         raise PolicyError(f"{path} does not load: {check}", reason=Reason.POLICY_INVALID)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tomllib
 from pathlib import Path
@@ -366,3 +367,35 @@ def test_value_after_an_element_with_comment_and_no_comma() -> None:
         "version = 1\n[tee.sgx.reference]\nmrenclave = [\n  'aa',\n  'bb',  # last\n"
         f'  "{H32}",  # new\n]\n'
     )
+
+
+def _engine_available() -> bool:
+    return importlib.util.find_spec("fedtee.attest.policy") is not None
+
+
+@pytest.mark.skipif(not _engine_available(), reason="fedtee.attest.policy not written yet")
+def test_show_prints_the_engines_effective_settings(tmp_path: Path, capsys: Any) -> None:
+    path = write(
+        tmp_path,
+        "version = 1\n[tee.sim]\nallow_simulated = true\nmax_evidence_age_s = 300\n",
+    )
+
+    code = run("policy", "show", str(path))
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "policy engine: ok" in out
+    assert "effective sim: debug forbidden; accepted_tcb UpToDate" in out
+    assert "max_evidence_age 300s; SIMULATED TEE ACCEPTED" in out
+
+
+@pytest.mark.skipif(not _engine_available(), reason="fedtee.attest.policy not written yet")
+def test_show_fails_on_a_policy_the_engine_rejects(tmp_path: Path, capsys: Any) -> None:
+    path = write(tmp_path, "version = 1\n[tee.sgx]\ndebgu = 'forbid'\n")
+
+    code = run("policy", "show", str(path))
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "rejected" in captured.out
+    assert "policy_invalid" in captured.err
