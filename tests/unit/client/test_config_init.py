@@ -4,6 +4,7 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -94,3 +95,34 @@ def test_unknown_tee_type_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(Exception) as info:
         parse_client_config(text.replace('type = "sim"', 'type = "sgx2"'), base_dir=tmp_path)
     assert "evidence_type_unknown" in str(info.value)
+
+
+def test_init_with_sim_writes_a_loadable_sim_root_and_a_policy_naming_the_trainer(
+    tmp_path: Path,
+) -> None:
+    import tomllib
+
+    from fedtee import tensors
+    from fedtee.attest.attesters.sim import SimRoot
+    from fedtee.attest.policy import Policy
+    from fedtee.cli.init import DEFAULT_TRAINER, trainer_measurement
+    from fedtee.client.examples import digits
+
+    files = init_federation(
+        InitOptions(directory=tmp_path, federation_id="f", with_sim=True), now=NOW
+    )
+    SimRoot.from_pem(files["sim_root"].read_bytes(), files["sim_root_key"].read_bytes())
+    assert stat.S_IMODE(files["sim_root_key"].stat().st_mode) == 0o600
+    text = files["policy"].read_text()
+    Policy.from_toml(text)
+    listed = tomllib.loads(text)["tee"]["sim"]["reference"]["measurement"]
+    assert listed == [trainer_measurement(DEFAULT_TRAINER).hex()]
+    model = tensors.decode(files["initial_model"].read_bytes())
+    assert set(model) == {"weights", "bias"}
+    assert np.array_equal(model["weights"], digits.initial_arrays(0)["weights"])
+
+
+def test_init_without_sim_accepts_no_tee_until_the_operator_says_so(tmp_path: Path) -> None:
+    files = init_federation(InitOptions(directory=tmp_path, federation_id="f"), now=NOW)
+    assert not (tmp_path / "sim-root.pem").exists()
+    assert "[tee.sim]" not in files["policy"].read_text()
