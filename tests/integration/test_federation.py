@@ -112,7 +112,7 @@ def test_nonce_is_single_use_and_one_platform_one_client(harness: Harness) -> No
 
 
 def test_tampered_update_rejected_and_client_quarantined(harness: Harness) -> None:
-    server = harness.start(rounds=1, clients_per_round=2, min_clients=1, round_timeout_ms=1500)
+    server = harness.start(rounds=2, clients_per_round=2, min_clients=1, round_timeout_ms=1500)
     honest, cheat = harness.peer("honest"), harness.peer("cheat")
     assert honest.enroll().accepted and cheat.enroll().accepted
     task = cheat.wait_task()
@@ -121,8 +121,12 @@ def test_tampered_update_rejected_and_client_quarantined(harness: Harness) -> No
     out = cheat.submit(signed, tampered)
     assert not out.accepted and out.reason == Reason.UPDATE_DIGEST_MISMATCH.value
     assert honest.train().accepted
+    # Round 2 starts at once with the honest client alone: the quarantined cheater is not
+    # waited for (start_wait is 10 s here).
+    assert honest.wait_task(timeout_s=4).round == 2
+    assert honest.train().accepted
     _wait(lambda: server.finished)
-    assert _rounds(harness) == {1: RoundStatus.COMPLETED}
+    assert _rounds(harness) == {1: RoundStatus.COMPLETED, 2: RoundStatus.COMPLETED}
     store = server.store
     assert store is not None
     client = store.get_client("cheat")

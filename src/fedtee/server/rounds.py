@@ -82,8 +82,8 @@ class RoundSettings:
     clients_per_round: int = 5
     min_clients: int = 1
     round_timeout_ms: int = 60_000
-    # Before round 1, wait this long for clients_per_round enrolments before starting with
-    # at least min_clients.
+    # Before a round, wait this long for clients_per_round usable clients (after the first
+    # round: as many as delivered last time) before starting with at least min_clients.
     start_wait_ms: int = 10_000
     retry_after_ms: int = 500
     max_update_norm: float | None = None
@@ -141,6 +141,7 @@ class RoundManager:
         self._next_model: bytes | None = None
         self._finished = False
         self._retry_close = False
+        self._last_delivered = 0
         self._logged_aggregation: tuple[int, bytes] | None = None
 
     # --- start / resume --------------------------------------------------------------------
@@ -472,7 +473,12 @@ class RoundManager:
         if len(usable) < s.min_clients:
             self._waiting_since_ms = None
             return
-        if len(usable) < s.clients_per_round:
+        # Wait for a full round of clients, but after a round no longer than needed to see as
+        # many as delivered last time (a quarantined cheater must not slow every round).
+        target = s.clients_per_round
+        if self._last_delivered:
+            target = min(target, max(s.min_clients, self._last_delivered))
+        if len(usable) < target:
             if self._waiting_since_ms is None:
                 self._waiting_since_ms = now_ms
             if now_ms - self._waiting_since_ms < s.start_wait_ms:
@@ -543,6 +549,7 @@ class RoundManager:
                 self._settings.min_clients,
             )
         self._retry_close = False
+        self._last_delivered = len(updates)
         self._ledger.checkpoint(now_ms=now_ms)
         self._after_close(rnd, next_model=next_model)
 
