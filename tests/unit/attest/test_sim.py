@@ -12,7 +12,13 @@ from fedtee.attest.attesters.sim import SimAttester, SimPlatform, SimRoot
 from fedtee.attest.evidence import sim as sim_evidence
 from fedtee.attest.model import Evidence, TeeType, TrustAnchors
 from fedtee.attest.verify.sim import SIMULATED_WARNING, SimVerifier
-from fedtee.errors import EvidenceFormatError, FedteeError, Reason, VerificationError
+from fedtee.errors import (
+    ConfigError,
+    EvidenceFormatError,
+    FedteeError,
+    Reason,
+    VerificationError,
+)
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 MEASUREMENT = bytes(range(48))
@@ -154,3 +160,59 @@ def test_measure_code_changes_with_one_byte(tmp_path: Path) -> None:
     assert measure_code([a], config=b"lr=0.2") != first
     a.write_bytes(b"def fit():\n    return 2\n")
     assert measure_code([a], config=b"lr=0.1") != first
+
+
+def test_root_names_itself_simulated_and_round_trips_through_pem(root: SimRoot) -> None:
+    cn = root.cert.subject.rfc4514_string()
+    assert "SIMULATED" in cn and "NOT HARDWARE" in cn
+    again = SimRoot.from_pem(root.cert_pem(), root.key_pem())
+    assert again.cert == root.cert
+    other = SimRoot.generate()
+    with pytest.raises(ConfigError, match="does not match"):
+        SimRoot.from_pem(root.cert_pem(), other.key_pem())
+    with pytest.raises(ConfigError):
+        SimRoot.from_pem(b"not a pem", root.key_pem())
+
+
+def test_evidence_from_files_round_trips(evidence: Evidence, root: SimRoot) -> None:
+    again = sim_evidence.evidence_from_files(evidence.data, dict(evidence.aux))
+    assert again == evidence
+    assert _verify(again, root).code_identity == MEASUREMENT
+
+
+def test_platform_cert_must_not_be_a_ca(root: SimRoot) -> None:
+    # The root's own certificate as "platform" certificate: signed by the root, but a CA.
+    attester = SimAttester(
+        platform=SimPlatform(key=root.key, cert=root.cert), measurement=MEASUREMENT
+    )
+    with pytest.raises(VerificationError) as err:
+        _verify(attester.attest(REPORT_DATA), root)
+    assert err.value.reason is Reason.CHAIN_INVALID
+
+
+def test_platform_cert_not_yet_valid(root: SimRoot) -> None:
+    platform = SimPlatform.generate(root, not_before=NOW + dt.timedelta(days=1))
+    evidence = SimAttester(platform=platform, measurement=MEASUREMENT).attest(REPORT_DATA)
+    with pytest.raises(VerificationError) as err:
+        _verify(evidence, root)
+    assert err.value.reason is Reason.CERT_NOT_YET_VALID
+
+
+def test_garbage_platform_cert_is_cert_malformed(evidence: Evidence, root: SimRoot) -> None:
+    bad = Evidence(tee=TeeType.SIM, data=evidence.data, aux={"platform_cert": b"\x30\x03abc"})
+    with pytest.raises(VerificationError) as err:
+        _verify(bad, root)
+    assert err.value.reason is Reason.CERT_MALFORMED
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_platform_cert_raises_only_typed_errors(
+    evidence: Evidence, root: SimRoot, data: st.DataObject
+) -> None:
+    cert = bytearray(evidence.aux["platform_cert"])
+    pos = data.draw(st.integers(min_value=0, max_value=len(cert) - 1))
+    cert[pos] ^= data.draw(st.integers(min_value=1, max_value=255))
+    mutated = Evidence(tee=TeeType.SIM, data=evidence.data, aux={"platform_cert": bytes(cert)})
+    with pytest.raises(FedteeError):
+        _verify(mutated, root)

@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -21,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from fedtee.attest.evidence.sim import build_body
 from fedtee.attest.model import Evidence, TeeType
+from fedtee.errors import ConfigError
 
 ROOT_COMMON_NAME = "fedtee SIMULATED TEE root - NOT HARDWARE"
 PLATFORM_COMMON_NAME = "fedtee SIMULATED TEE platform - NOT HARDWARE"
@@ -86,12 +88,17 @@ class SimRoot:
 
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> SimRoot:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        key = serialization.load_pem_private_key(key_pem, password=None)
+        """Load a root written by :meth:`cert_pem` / :meth:`key_pem`; ConfigError if wrong."""
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, password=None)
+            cert_spki = _spki_of(cert)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise ConfigError(f"sim root PEM is malformed: {exc}") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError("a sim root key must be an EC private key")
-        if _spki(key.public_key()) != _spki_of(cert):
-            raise ValueError("the sim root key does not match the sim root certificate")
+            raise ConfigError("a sim root key must be an EC private key")
+        if _spki(key.public_key()) != cert_spki:
+            raise ConfigError("the sim root key does not match the sim root certificate")
         return cls(key=key, cert=cert)
 
     def cert_pem(self) -> bytes:

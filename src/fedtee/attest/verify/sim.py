@@ -2,7 +2,8 @@
 
 1. Parse the report (``fedtee.attest.evidence.sim``) and its platform certificate.
 2. The platform certificate must be issued and signed by a sim root in the trust anchors
-   and valid at ``now`` (CHAIN_UNTRUSTED_ROOT / CERT_EXPIRED / CERT_NOT_YET_VALID).
+   and valid at ``now`` (CHAIN_UNTRUSTED_ROOT / CERT_EXPIRED / CERT_NOT_YET_VALID); it must
+   be an end-entity (not CA) certificate for a P-256 key (CHAIN_INVALID / CERT_MALFORMED).
 3. The report's platform_id must be the hash of that certificate's key (KEY_NOT_BOUND).
 4. The report signature must verify with the platform key (SIGNATURE_INVALID).
 
@@ -15,7 +16,7 @@ import datetime as dt
 import hashlib
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -66,23 +67,39 @@ class SimVerifier:
         # 1. parse
         report = parse_report(evidence.data)
         try:
+            # cryptography parses some fields lazily: touch every one used below here, so a
+            # malformed certificate fails as CERT_MALFORMED and never later as a ValueError.
             cert = x509.load_der_x509_certificate(check_aux(evidence.aux))
             platform_key = cert.public_key()
-        except ValueError as exc:
+            cert_issuer = cert.issuer
+            cert_subject = cert.subject.rfc4514_string()
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound as exc:
+            raise VerificationError(
+                "sim platform certificate lacks BasicConstraints", reason=Reason.CERT_MALFORMED
+            ) from exc
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise VerificationError(
                 f"sim platform certificate is malformed: {exc}", reason=Reason.CERT_MALFORMED
             ) from exc
-        if not isinstance(platform_key, ec.EllipticCurvePublicKey):
+        if not isinstance(platform_key, ec.EllipticCurvePublicKey) or not isinstance(
+            platform_key.curve, ec.SECP256R1
+        ):
             raise VerificationError(
-                "sim platform key is not an EC key", reason=Reason.CERT_MALFORMED
+                "sim platform key is not an ECDSA P-256 key", reason=Reason.CERT_MALFORMED
+            )
+        if constraints.ca:
+            # A CA certificate is an issuer, not a platform: its key must not sign reports.
+            raise VerificationError(
+                "sim platform certificate is a CA certificate", reason=Reason.CHAIN_INVALID
             )
         # 2. chain to a trusted sim root
-        roots = [r for r in trust.roots_for(TeeType.SIM) if r.subject == cert.issuer]
+        roots = [r for r in trust.roots_for(TeeType.SIM) if r.subject == cert_issuer]
         issuer = None
         for root in roots:
             try:
                 cert.verify_directly_issued_by(root)
-            except (ValueError, TypeError, InvalidSignature):
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
                 continue
             issuer = root
             break
@@ -134,7 +151,7 @@ class SimVerifier:
                 "platform_id": report.platform_id.hex(),
                 "report_data": report.report_data.hex(),
                 "timestamp_ms": report.timestamp_ms,
-                "platform_cert_subject": cert.subject.rfc4514_string(),
+                "platform_cert_subject": cert_subject,
             },
             verified_at=now,
             warnings=(SIMULATED_WARNING,),
