@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedtee.attest.attesters.gramine import ATTESTATION_DIR, GramineAttester, attestation_type
 from fedtee.attest.model import TeeType
@@ -211,3 +213,28 @@ def test_manifest_template_renders_to_a_production_dcap_manifest() -> None:
     assert manifest["loader"]["argv"][1:4] == ["-m", "fedtee.cli.main", "client"]
     assert "insecure__use_cmdline_argv" not in manifest["loader"]
     assert not any(k.startswith("insecure") for k in manifest.get("fs", {}))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cut=st.integers(min_value=0, max_value=5000),
+    flip=st.integers(min_value=0, max_value=5000),
+    junk=st.binary(max_size=64),
+)
+def test_any_quote_gives_evidence_or_a_device_error(
+    tmp_path_factory: pytest.TempPathFactory, cut: int, flip: int, junk: bytes
+) -> None:
+    blob = bytearray(QUOTE[:cut] + junk)
+    if blob:
+        blob[flip % len(blob)] ^= 0x80
+    root = tmp_path_factory.mktemp("gramine")
+    fake = FakeGramine(root, make_quote=echo_quote(bytes(blob)))
+
+    try:
+        evidence = GramineAttester(root=root, filesystem=fake).attest(rd(9))
+    except DeviceError as exc:
+        assert exc.reason is Reason.DEVICE_FAILED
+    else:
+        assert evidence.data[REPORT_DATA_AT : REPORT_DATA_AT + 64] == rd(9)

@@ -86,7 +86,7 @@ def detect(
         return TeeType.TPM.value
     looked.append(
         f"tpm: {tpm} not found (enable the TPM in firmware and load tpm_tis / tpm_crb, or "
-        "point --tee tpm at a software TPM)"
+        "use a software TPM through tcti in client.toml's [tee] table)"
     )
     raise DeviceError(
         "no TEE found on this machine. Looked for: "
