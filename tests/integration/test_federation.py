@@ -391,3 +391,14 @@ def test_expired_nonces_are_refused_then_purged(harness: Harness) -> None:
     ev2 = a.attester.attest(report_data(nonce=ch2.nonce, public_key=a.public_key))
     out = a.transport.enroll(client_id="a", nonce=ch2.nonce, public_key=a.public_key, evidence=ev2)
     assert out.reason == Reason.NONCE_UNKNOWN.value
+
+
+def test_a_nonce_issued_to_one_client_cannot_enrol_another(harness: Harness) -> None:
+    harness.start()
+    a, b = harness.peer("a"), harness.peer("b")
+    ch = a.transport.get_challenge(client_id="a", tee=a.attester.tee, aux={})
+    from fedtee.attest.binding import report_data
+
+    ev = b.attester.attest(report_data(nonce=ch.nonce, public_key=b.public_key))
+    out = b.transport.enroll(client_id="b", nonce=ch.nonce, public_key=b.public_key, evidence=ev)
+    assert (out.accepted, out.reason) == (False, Reason.NONCE_MISMATCH.value)
