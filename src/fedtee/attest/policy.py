@@ -121,7 +121,8 @@ class Policy:
     def from_dict(cls, raw: Mapping[str, Any]) -> Policy:
         _no_unknown(raw, _TOP_KEYS, "policy")
         version = raw.get("version")
-        if version != POLICY_VERSION:
+        # bool is an int in Python: `version = true` must not read as version 1.
+        if isinstance(version, bool) or version != POLICY_VERSION:
             raise PolicyError(
                 f"policy version is {version!r}; this fedtee reads version {POLICY_VERSION}"
             )
@@ -216,10 +217,16 @@ def _tee_policy(tee: TeeType, body: Mapping[str, Any]) -> TeePolicy:
             if not isinstance(v, str):
                 raise PolicyError(f"[tee.{tee.value}.reference] {name}: {v!r} is not a string")
             try:
-                parsed.add(bytes.fromhex(v))
+                value = bytes.fromhex(v)
             except ValueError:
                 raise PolicyError(f"[tee.{tee.value}.reference] {name}: {v!r} is not hex") from None
-        reference[name.lower()] = frozenset(parsed)
+            if not value:
+                raise PolicyError(f"[tee.{tee.value}.reference] {name}: empty reference value")
+            parsed.add(value)
+        key = name.lower()
+        if key in reference:
+            raise PolicyError(f"[tee.{tee.value}.reference] {name} is listed twice")
+        reference[key] = frozenset(parsed)
     min_svn: dict[str, int] = {}
     svn_raw = body.get("min_svn", {})
     if not isinstance(svn_raw, dict):

@@ -1,6 +1,8 @@
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedtee.attest.attesters.sim import SimAttester, SimPlatform, SimRoot
 from fedtee.attest.binding import report_data
@@ -129,12 +131,87 @@ def test_sim_needs_explicit_allow() -> None:
         ("version = 1\n[tee.sgx]\nallow_simulated = true\n", Reason.POLICY_INVALID),
         ("version = 1\nextra = 1\n[tee.sgx]\n", Reason.POLICY_INVALID),
         ("not toml [", Reason.POLICY_INVALID),
+        ("version = true\n[tee.sgx]\n", Reason.POLICY_INVALID),
+        ('version = 1\n[tee.sgx.reference]\nmrenclave = [""]\n', Reason.POLICY_INVALID),
+        (
+            'version = 1\n[tee.sgx.reference]\nmrenclave = ["00"]\nMRENCLAVE = ["01"]\n',
+            Reason.POLICY_INVALID,
+        ),
+        ('version = 1\n[tee.sgx]\ndebug = "maybe"\n', Reason.POLICY_INVALID),
+        ("version = 1\n[tee.sgx]\nmax_evidence_age_s = 0\n", Reason.POLICY_INVALID),
+        ("version = 1\n[tee.sgx.min_svn]\nisv_svn = -1\n", Reason.POLICY_INVALID),
+        ('version = 1\n[tee.sgx]\nwarn_tcb = ["Sometimes"]\n', Reason.POLICY_INVALID),
+        ("version = 1\ntee = 3\n", Reason.POLICY_INVALID),
     ],
 )
 def test_bad_policies_fail_closed(text: str, reason: Reason) -> None:
     with pytest.raises(PolicyError) as err:
         Policy.from_toml(text)
     assert err.value.reason is reason
+
+
+def test_unknown_key_is_named_in_the_error() -> None:
+    with pytest.raises(PolicyError) as err:
+        Policy.from_toml("version = 1\n[tee.sgx]\nmax_age = 3\n")
+    assert "max_age" in err.value.message and "[tee.sgx]" in err.value.message
+
+
+_TOML_SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(max_size=20),
+    st.sampled_from(["UpToDate", "OutOfDate", "Revoked", "allow", "forbid", "ab" * 24]),
+)
+_TOML_VALUES = st.recursive(
+    _TOML_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["reference", "min_svn", "debug", "warn_tcb", "mrenclave", "x"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["version", "tee", "other"]),
+        st.one_of(
+            _TOML_VALUES,
+            st.dictionaries(
+                st.sampled_from([t.value for t in TeeType] + ["nope"]),
+                st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "allow_simulated",
+                            "debug",
+                            "accepted_tcb",
+                            "warn_tcb",
+                            "max_evidence_age_s",
+                            "reference",
+                            "min_svn",
+                            "bogus",
+                        ]
+                    ),
+                    _TOML_VALUES,
+                    max_size=5,
+                ),
+                max_size=3,
+            ),
+        ),
+        max_size=3,
+    )
+)
+def test_policy_parser_raises_only_policy_error(raw: dict[str, object]) -> None:
+    try:
+        policy = Policy.from_dict(raw)
+    except PolicyError:
+        return
+    assert policy.tees  # a policy that parsed accepts at least one TEE type
 
 
 def test_unsafe_policy_marks_results(caplog: pytest.LogCaptureFixture) -> None:
