@@ -58,7 +58,7 @@ from fedtee.attest.result import (
     Status,
     Violation,
 )
-from fedtee.errors import AttestationError, PolicyError, Reason
+from fedtee.errors import AttestationError, EvidenceFormatError, PolicyError, Reason
 
 log = logging.getLogger(__name__)
 
@@ -459,6 +459,9 @@ def evaluate(
     """
     from fedtee.attest.registry import verifier_for
 
+    if (nonce is None) != (public_key is None):
+        # Checking half a binding would silently accept evidence bound to another key.
+        raise ValueError("evaluate(): pass both nonce and public_key, or neither")
     tee = evidence.tee
     # 1. A TEE type the policy does not name is refused without touching its parser.
     if tee not in policy.tees:
@@ -479,6 +482,12 @@ def evaluate(
             check_report_data(found=verified.report_data, nonce=nonce, public_key=public_key)
     except AttestationError as exc:
         return Evaluation(result=rejected(exc, tee=tee, now=now), verified=None)
+    except ImportError as exc:
+        missing = EvidenceFormatError(
+            f"the {tee.value} verifier is not available: {exc}",
+            reason=Reason.EVIDENCE_TYPE_UNKNOWN,
+        )
+        return Evaluation(result=rejected(missing, tee=tee, now=now), verified=None)
     # 4. appraise
     return Evaluation(result=appraise(verified, policy, now=now), verified=verified)
 

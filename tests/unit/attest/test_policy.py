@@ -297,3 +297,45 @@ def test_result_json_and_ear_jwt_round_trip() -> None:
     with pytest.raises(VerificationError) as wrong:
         verify_ear_jwt(token, other.public_key(), now=NOW)
     assert wrong.value.reason is Reason.SIGNATURE_INVALID
+
+
+def test_evaluate_refuses_half_a_binding() -> None:
+    root = SimRoot.generate()
+    evidence = SimAttester(platform=SimPlatform.generate(root), measurement=b"m" * 48).attest(
+        bytes(64)
+    )
+    policy = Policy.from_toml("version = 1\n[tee.sim]\nallow_simulated = true\n")
+    trust = TrustAnchors(roots={TeeType.SIM: (root.cert,)})
+    for nonce, key in ((b"n" * 32, None), (None, b"k" * 91)):
+        with pytest.raises(ValueError, match="both"):
+            evaluate(
+                evidence,
+                policy=policy,
+                trust=trust,
+                collateral=_NoCollateral(),
+                now=NOW,
+                nonce=nonce,
+                public_key=key,
+            )
+
+
+def test_evaluate_turns_a_missing_backend_into_a_typed_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fedtee.attest import registry
+
+    monkeypatch.setitem(registry._VERIFIERS, TeeType.SIM, "fedtee.attest.verify.no_such:X")
+    root = SimRoot.generate()
+    evidence = SimAttester(platform=SimPlatform.generate(root), measurement=b"m" * 48).attest(
+        bytes(64)
+    )
+    evaluation = evaluate(
+        evidence,
+        policy=Policy.from_toml("version = 1\n[tee.sim]\nallow_simulated = true\n"),
+        trust=TrustAnchors(roots={TeeType.SIM: (root.cert,)}),
+        collateral=_NoCollateral(),
+        now=NOW,
+    )
+    assert evaluation.verified is None
+    assert evaluation.result.status is Status.CONTRAINDICATED
+    assert evaluation.result.reasons == (Reason.EVIDENCE_TYPE_UNKNOWN,)
