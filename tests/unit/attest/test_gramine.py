@@ -7,6 +7,7 @@ import importlib
 import json
 import re
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedtee.attest.attesters.gramine import ATTESTATION_DIR, GramineAttester, attestation_type
-from fedtee.attest.model import TeeType
+from fedtee.attest.model import TeeType, TrustAnchors
 from fedtee.attest.testing.gramine import FakeGramine, echo_quote
-from fedtee.errors import ConfigError, DeviceError, Reason
+from fedtee.errors import CollateralError, ConfigError, DeviceError, Reason
 
 QUOTE = (
     Path(__file__).resolve().parents[2] / "data" / "gramine" / "occlum_quote_v3.dat"
@@ -238,3 +239,39 @@ def test_any_quote_gives_evidence_or_a_device_error(
         assert exc.reason is Reason.DEVICE_FAILED
     else:
         assert evidence.data[REPORT_DATA_AT : REPORT_DATA_AT + 64] == rd(9)
+
+
+# --- end to end: the Gramine evidence is what the SGX verifier expects ---------------------
+
+SGX_COLLATERAL = Path(__file__).resolve().parents[2] / "data" / "sgx" / "collateral"
+
+
+class _Bundle:
+    """The SGX verifier's offline collateral bundle, <dir>/<kind>/<key>."""
+
+    def get(self, kind: str, key: str) -> bytes:
+        path = SGX_COLLATERAL / kind / key
+        if not path.is_file():
+            raise CollateralError(f"no {kind}/{key}", reason=Reason.COLLATERAL_MISSING)
+        return path.read_bytes()
+
+
+def test_gramine_evidence_verifies_with_the_sgx_verifier(tmp_path: Path) -> None:
+    try:
+        intel = importlib.import_module("fedtee.attest.trust.intel")
+        sgx_verify = importlib.import_module("fedtee.attest.verify.sgx")
+    except ImportError:
+        pytest.skip("the SGX verifier is not importable yet (another helper's)")
+    if not SGX_COLLATERAL.is_dir():
+        pytest.skip("tests/data/sgx/collateral (the SGX helper's bundle) is not there yet")
+    fake = FakeGramine(tmp_path, make_quote=lambda report_data: QUOTE)
+    evidence = GramineAttester(root=tmp_path, filesystem=fake).attest(QUOTE_REPORT_DATA)
+    trust = TrustAnchors(roots={TeeType.SGX: intel.anchors()})
+
+    verified = sgx_verify.SgxVerifier().verify(
+        evidence, trust=trust, collateral=_Bundle(), now=datetime(2025, 3, 20, tzinfo=UTC)
+    )
+
+    assert verified.measurements["mrenclave"].hex() == MRENCLAVE
+    assert verified.report_data == QUOTE_REPORT_DATA
+    assert verified.debug is True  # the Occlum enclave was a debug build: policy must refuse
