@@ -484,3 +484,37 @@ def test_snp_evidence_from_configfs_verifies_with_the_auxblob_vcek(tmp_path: Pat
     bare = Evidence(TeeType.SEV_SNP, evidence.data)
     with pytest.raises(CollateralError):
         snp_verify.SnpVerifier().verify(bare, trust=trust, collateral=_NoCollateral(), now=now)
+
+
+TDX_COLLATERAL = Path(__file__).resolve().parents[2] / "data" / "tdx" / "collateral"
+
+
+class _TdxBundle:
+    """The TDX verifier's offline collateral bundle, <dir>/<kind>/<key>."""
+
+    def get(self, kind: str, key: str) -> bytes:
+        path = TDX_COLLATERAL / kind / key
+        if not path.is_file():
+            raise CollateralError(f"no {kind}/{key}", reason=Reason.COLLATERAL_MISSING)
+        return path.read_bytes()
+
+
+def test_tdx_evidence_from_configfs_verifies_to_the_expected_outcome(tmp_path: Path) -> None:
+    try:
+        intel = importlib.import_module("fedtee.attest.trust.intel")
+        tdx_verify = importlib.import_module("fedtee.attest.verify.tdx")
+    except ImportError:
+        pytest.skip("the TDX verifier is not importable yet (another helper's)")
+    if not TDX_COLLATERAL.is_dir():
+        pytest.skip("tests/data/tdx/collateral (the TDX helper's bundle) is not there yet")
+    evidence = _through_fake(tmp_path, "tdx_guest", TDX_V4, TDX_V4_REPORT_DATA)
+    trust = TrustAnchors(roots={TeeType.TDX: intel.anchors()})
+
+    verified = tdx_verify.TdxVerifier().verify(
+        evidence, trust=trust, collateral=_TdxBundle(), now=datetime(2023, 7, 1, 1, tzinfo=UTC)
+    )
+
+    # expected.json: signatures and chain valid, but no TCB level matches -> Unsupported.
+    assert verified.tcb_status.value == "Unsupported"
+    assert verified.measurements["mrtd"].hex() == TDX_V4_MRTD
+    assert verified.report_data == TDX_V4_REPORT_DATA
