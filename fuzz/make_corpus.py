@@ -26,8 +26,9 @@ from fedtee.attest.model import Evidence, TeeType
 from fedtee.attest.testing.tpm import tpmt_public_ecc
 from fedtee.ledger.log import LedgerWriter
 from fedtee.ledger.receipts import Receipt, SignedReceipt, receipt_hash, sign_receipt
+from fedtee.server.credentials import CredentialAuthority
 from fedtee.tensors import encode_pure
-from fedtee.wire import serde
+from fedtee.wire import auth, serde
 from fedtee.wire.messages import (
     Challenge,
     ChallengeRequest,
@@ -36,6 +37,9 @@ from fedtee.wire.messages import (
     TaskKind,
     UpdateHeader,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import targets  # the fixed credential key lives there
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -203,7 +207,34 @@ def generated() -> dict[str, dict[str, bytes]]:
         ),
         (9, serde.signed_receipt_to_proto(signed).SerializeToString()),
     ]
+    authority = CredentialAuthority(
+        federation_id=targets.CREDENTIAL_FEDERATION, key=targets.CREDENTIAL_KEY
+    )
+    token, _ = authority.issue(
+        client_id="c1",
+        public_key=identity.public_key_der(key),
+        tee="sim",
+        hardware_backed=False,
+        code_identity=b"\x5a" * 48,
+        status="affirming",
+        now_ms=targets.CREDENTIAL_NOW_MS - 1000,
+        ttl_ms=3_600_000,
+    )
+    ts = targets.CREDENTIAL_NOW_MS
+    pop = identity.sign(
+        targets.CREDENTIAL_KEY,
+        domain=auth.POP_DOMAIN,
+        message=auth.pop_message(
+            method="/fedtee.v1.Federation/GetTask", credential=token, timestamp_ms=ts
+        ),
+    )
+    metadata = b"".join(
+        bytes([sel, text]) + len(value).to_bytes(2, "big") + value
+        for sel, text, value in ((0, 0, token), (1, 0, pop), (2, 1, str(ts).encode()))
+    )
     return {
+        "credential": {"credential.bin": token},
+        "metadata": {"metadata.bin": metadata},
         "sim": {"sim_report.bin": sim_ev.data},
         "snp_certs": {"vcek_table.bin": table},
         "snp_evidence": {"report_and_table.bin": report + table},

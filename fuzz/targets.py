@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError, Message
 
 from fedtee.attest.evidence import cca, cose, dcap, psa, sgx, sim, snp, tdx, tpm
@@ -30,9 +31,10 @@ from fedtee.attest.model import Evidence, TeeType
 from fedtee.attest.policy import Policy
 from fedtee.ledger.log import verify_ledger
 from fedtee.ledger.receipts import Receipt
+from fedtee.server.credentials import CredentialAuthority
 from fedtee.tensors import decode as tensors_decode
 from fedtee.tensors import header_from_prefix, parse_header
-from fedtee.wire import serde
+from fedtee.wire import auth, serde
 from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
 
 Target = Callable[[bytes], None]
@@ -176,6 +178,45 @@ def policy_toml(data: bytes) -> None:
     Policy.from_toml(text)
 
 
+# A fixed server key, so seeds issued with it (fuzz/make_corpus.py) verify and the fuzzer
+# reaches the payload checks behind the signature. Test-only: never a real federation's key.
+CREDENTIAL_KEY = ec.derive_private_key(0x5EED_F0CC_1D, ec.SECP256R1())
+CREDENTIAL_FEDERATION = "fed-fuzz"
+CREDENTIAL_NOW_MS = 1_700_000_000_000
+_AUTHORITY = CredentialAuthority(federation_id=CREDENTIAL_FEDERATION, key=CREDENTIAL_KEY)
+
+
+def credential(data: bytes) -> None:
+    """The token every authenticated call presents (version, u16 length, payload, signature)."""
+    _AUTHORITY.verify(data, now_ms=CREDENTIAL_NOW_MS, client_id="c1")
+
+
+_METADATA_KEYS = (auth.CREDENTIAL_KEY, auth.POP_KEY, auth.TIMESTAMP_KEY, "user-agent")
+
+
+def call_metadata(data: bytes) -> None:
+    """gRPC invocation metadata: items of [key selector | flags | u16be length | value].
+
+    Flags bit 0 makes the value ``str`` (as grpc hands over non ``-bin`` keys), else ``bytes``.
+    """
+    items: list[tuple[str, str | bytes]] = []
+    pos = 0
+    while pos + 4 <= len(data) and len(items) < 16:
+        key = _METADATA_KEYS[data[pos] % len(_METADATA_KEYS)]
+        as_text = data[pos + 1] & 1
+        size = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        raw = data[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+        items.append((key, raw.decode("latin-1") if as_text else raw))
+    presented = auth.read_metadata(items)
+    auth.verify_pop(
+        presented,
+        method="/fedtee.v1.Federation/GetTask",
+        public_key=CREDENTIAL_KEY.public_key(),
+        now_ms=presented.timestamp_ms,
+    )
+
+
 TARGETS: Mapping[str, Target] = {
     "dcap": dcap_quote,
     "sgx": sgx_evidence,
@@ -195,4 +236,6 @@ TARGETS: Mapping[str, Target] = {
     "receipts": receipt,
     "ledger": ledger_file,
     "policy": policy_toml,
+    "credential": credential,
+    "metadata": call_metadata,
 }

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedtee.errors import (
+    CredentialError,
     EvidenceFormatError,
     FedteeError,
     ProtocolError,
@@ -346,6 +347,17 @@ def test_safetensors_header_length_past_the_end(declared: int) -> None:
         _put(_MODEL, 0, "<Q", declared),
         UpdateRejected,
         {Reason.UPDATE_MALFORMED},
+    )
+
+
+# Credentials: version byte, u16be payload length, payload, signature.
+_TOKEN = GENERATED["credential"]["credential.bin"]
+
+
+@pytest.mark.parametrize("declared", [len(_TOKEN), 0xFFFF])
+def test_credential_payload_length_past_the_end(declared: int) -> None:
+    _expect(
+        "credential", _put(_TOKEN, 1, ">H", declared), CredentialError, {Reason.CREDENTIAL_INVALID}
     )
 
 
