@@ -70,3 +70,12 @@ def test_config_parsers_bound_and_type_check() -> None:
         with pytest.raises(ConfigError):
             config_int(bad_int, "e", 1, low=1, high=5)
     assert np.isfinite(config_float({"x": "1e-4"}, "x", 0.0))
+
+
+def test_package_exports_exactly_its_public_names() -> None:
+    import fedtee.client as client
+
+    classes = {n for n in dir(client) if n[0].isupper()}
+    assert set(client.__all__) == classes | {"measure_trainer"}
+    assert all(hasattr(client, name) for name in client.__all__)
+    assert "TamperingTransport" not in classes  # cheats are never part of the API
