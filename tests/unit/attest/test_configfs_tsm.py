@@ -518,3 +518,28 @@ def test_tdx_evidence_from_configfs_verifies_to_the_expected_outcome(tmp_path: P
     assert verified.tcb_status.value == "Unsupported"
     assert verified.measurements["mrtd"].hex() == TDX_V4_MRTD
     assert verified.report_data == TDX_V4_REPORT_DATA
+
+
+def test_cca_evidence_from_configfs_verifies_with_the_cpak(tmp_path: Path) -> None:
+    try:
+        cca_verify = importlib.import_module("fedtee.attest.verify.cca")
+    except ImportError:
+        pytest.skip("the CCA verifier is not importable yet (another helper's)")
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    jwk = json.loads((DATA / "cpak-pub.json").read_text())
+
+    def coord(v: str) -> int:
+        return int.from_bytes(base64.urlsafe_b64decode(v + "=" * (-len(v) % 4)), "big")
+
+    cpak = ec.EllipticCurvePublicNumbers(coord(jwk["x"]), coord(jwk["y"]), ec.SECP384R1())
+    evidence = _through_fake(tmp_path, "arm_cca_guest", CCA_TOKEN, rd(16))
+    trust = TrustAnchors(keys={TeeType.CCA: (cpak.public_key(),)})
+
+    verified = cca_verify.CcaVerifier().verify(
+        evidence, trust=trust, collateral=_NoCollateral(), now=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+
+    assert verified.report_data.hex() == CCA_REALM_CHALLENGE
