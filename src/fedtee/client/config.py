@@ -16,7 +16,7 @@ from typing import Any
 
 from fedtee.attest.model import TeeType
 from fedtee.client.trainer import TrainerSpec
-from fedtee.errors import ConfigError
+from fedtee.errors import ConfigError, FedteeError
 
 MAX_CONFIG_BYTES = 64 * 1024
 
@@ -99,13 +99,19 @@ def parse_client_config(text: str, *, base_dir: Path) -> ClientConfig:
     client, server = doc["client"], doc["server"]
     tee_t, trainer_t, runtime_t = doc["tee"], doc["trainer"], doc.get("runtime", {})
     client_id = _get(client, "client", "id", str, None)
-    if not 0 < len(client_id) <= 128 or not all(c.isalnum() or c in "-_." for c in client_id):
+    if not 0 < len(client_id) <= 128 or not all(
+        (c.isascii() and c.isalnum()) or c in "-_." for c in client_id
+    ):
         raise ConfigError(f"[client] id {client_id!r} must be 1..128 of [A-Za-z0-9._-]")
     address = _get(server, "server", "address", str, None)
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"[server] address must be host:port, got {address!r}")
-    tee = TeeType.parse(_get(tee_t, "tee", "type", str, None))
+    tee_name = _get(tee_t, "tee", "type", str, None)
+    try:
+        tee = TeeType.parse(tee_name)
+    except FedteeError as exc:
+        raise ConfigError(f"[tee] type: {exc.message}") from exc
     partition = _get(trainer_t, "trainer", "partition", int, 0)
     num_partitions = _get(trainer_t, "trainer", "num_partitions", int, 1)
     if not 0 <= partition < num_partitions:

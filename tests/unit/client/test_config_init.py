@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedtee.attest.model import TeeType
 from fedtee.cli.init import InitOptions, client_toml, init_federation
@@ -76,6 +79,8 @@ def test_generated_client_toml_parses_with_paths_relative_to_its_directory(tmp_p
         (("partition = 0", "partition = 9"), "partition"),
         (("seed = 0", 'seed = "zero"'), "seed must be int"),
         (("127.0.0.1:50051", "127.0.0.1"), "host:port"),
+        (("127.0.0.1:50051", "127.0.0.1:5²"), "host:port"),
+        (('id = "client-1"', 'id = "clïent"'), "[client] id"),
         (('sim_root_key = "sim-root.key"', "# no key"), "sim_root_key"),
         (("[client]", "[client"), "not valid TOML"),
     ],
@@ -92,9 +97,9 @@ def test_client_config_rejects_mistakes_with_a_config_error(
 
 def test_unknown_tee_type_is_rejected(tmp_path: Path) -> None:
     text = client_toml(InitOptions(directory=tmp_path, federation_id="f", with_sim=True))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ConfigError) as info:
         parse_client_config(text.replace('type = "sim"', 'type = "sgx2"'), base_dir=tmp_path)
-    assert "evidence_type_unknown" in str(info.value)
+    assert "sgx2" in str(info.value)
 
 
 def test_init_with_sim_writes_a_loadable_sim_root_and_a_policy_naming_the_trainer(
@@ -126,3 +131,22 @@ def test_init_without_sim_accepts_no_tee_until_the_operator_says_so(tmp_path: Pa
     files = init_federation(InitOptions(directory=tmp_path, federation_id="f"), now=NOW)
     assert not (tmp_path / "sim-root.pem").exists()
     assert "[tee.sim]" not in files["policy"].read_text()
+
+
+_TEMPLATE = client_toml(InitOptions(directory=Path("."), federation_id="f", with_sim=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            lambda pos, junk: _TEMPLATE[:pos] + junk + _TEMPLATE[pos + len(junk) :],
+            st.integers(min_value=0, max_value=len(_TEMPLATE)),
+            st.text(max_size=8),
+        ),
+    )
+)
+def test_client_config_parser_raises_only_config_errors(text: str) -> None:
+    with contextlib.suppress(ConfigError):
+        parse_client_config(text, base_dir=Path("/nonexistent"))
