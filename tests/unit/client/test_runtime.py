@@ -4,6 +4,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedtee import tensors
 from fedtee.client.cheats import TamperingTransport, flip_last_bit
@@ -279,3 +281,35 @@ def test_chunk_size_is_bounded_by_the_servers_chunk_limit() -> None:
         RuntimeOptions(chunk_bytes=DEFAULT_LIMITS.chunk_bytes + 1)
     with pytest.raises(ConfigError):
         RuntimeOptions(chunk_bytes=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chunks=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=6000),  # offset
+            st.integers(min_value=0, max_value=6000),  # total_size
+            st.binary(max_size=700),
+        ),
+        max_size=12,
+    )
+)
+def test_download_from_a_hostile_stream_returns_the_model_or_a_typed_error(
+    chunks: list[tuple[int, int, bytes]],
+) -> None:
+    from fedtee.client.transport import ModelChunk
+    from fedtee.errors import FedteeError
+
+    class Hostile(FakeServer):
+        def download_model(self, **kw):  # type: ignore[no-untyped-def, override]
+            return iter(ModelChunk(data=d, offset=o, total_size=t) for o, t, d in chunks)
+
+    server = Hostile()
+    runtime, _, _ = _runtime(server, max_reconnect_attempts=2)
+    session = runtime.enroll()
+    task = server.get_task(session=session)
+    try:
+        got = runtime.download(session, task)
+    except FedteeError:
+        return
+    assert got == server.model
