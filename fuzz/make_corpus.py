@@ -232,7 +232,20 @@ def generated() -> dict[str, dict[str, bytes]]:
         bytes([sel, text]) + len(value).to_bytes(2, "big") + value
         for sel, text, value in ((0, 0, token), (1, 0, pop), (2, 1, str(ts).encode()))
     )
+    quotes = {
+        name: (DATA / rel).read_bytes()
+        for name, rel in (
+            ("sgx", "sgx/occlum_quote_v3.dat"),
+            ("tdx", "tdx/tdx_prod_quote_SPR_E4.dat"),
+        )
+    }
     return {
+        "verify": {
+            "sgx_quote.bin": b"\x00" + quotes["sgx"],
+            "tdx_quote.bin": b"\x01" + quotes["tdx"][: TRIM["tdx/tdx_prod_quote_SPR_E4.dat"]],
+            "snp_report.bin": b"\x02" + report,
+            "snp_report_and_table.bin": b"\x02" + report + table,
+        },
         "credential": {"credential.bin": token},
         "metadata": {"metadata.bin": metadata},
         "sim": {"sim_report.bin": sim_ev.data},

@@ -20,7 +20,9 @@ fedtee parser crash. Everything after a successful decode must raise only Fedtee
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +31,9 @@ from google.protobuf.message import DecodeError, Message
 from fedtee.attest.evidence import cca, cose, dcap, psa, sgx, sim, snp, tdx, tpm
 from fedtee.attest.model import Evidence, TeeType
 from fedtee.attest.policy import Policy
+from fedtee.attest.registry import verifier_for
+from fedtee.attest.trust import embedded_anchors
+from fedtee.errors import CollateralError, Reason
 from fedtee.ledger.log import verify_ledger
 from fedtee.ledger.receipts import Receipt
 from fedtee.server.credentials import CredentialAuthority
@@ -105,6 +110,64 @@ def cca_token(data: bytes) -> None:
 
 def sim_report(data: bytes) -> None:
     sim.describe(Evidence(tee=TeeType.SIM, data=data, aux={}))
+
+
+# --- evidence through its verifier (what the enrolment gate runs) ----------------------------
+
+_DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+
+
+class _DirCollateral:
+    """``<root>/<kind>/<key>`` files; the offline collateral bundles under tests/data."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def get(self, kind: str, key: str) -> bytes:
+        # Keys come from the (fuzzed) evidence: never let one walk out of the bundle, and
+        # treat names the file system refuses (NUL, too long) as absent.
+        try:
+            path = (self._root / kind / key).resolve()
+            found = path.is_relative_to(self._root.resolve()) and path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
+            raise CollateralError(f"no {kind}/{key}", reason=Reason.COLLATERAL_MISSING)
+        return path.read_bytes()
+
+
+def _at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# first input byte -> (TEE, on-disk evidence reader, collateral bundle, verification time);
+# the times are the real vectors' verify_at (tests/data/<tee>/expected.json: verify_at, valid_at).
+_VERIFY: tuple[tuple[TeeType, Callable[[bytes, Mapping[str, bytes]], Evidence], str, str], ...] = (
+    (TeeType.SGX, sgx.evidence_from_files, "sgx", "2025-03-20T00:00:00Z"),
+    (TeeType.TDX, tdx.evidence_from_files, "tdx", "2023-07-01T01:00:00Z"),
+    (TeeType.SEV_SNP, snp.evidence_from_files, "sev-snp", "2024-01-01T00:00:00Z"),
+)
+_ANCHORS = embedded_anchors()
+
+
+def verify_evidence(data: bytes) -> None:
+    """Parse and fully verify (signatures, chains to the embedded vendor roots, collateral).
+
+    The first byte picks the TEE; for SEV-SNP, bytes after the 1184-byte report are its
+    certificate table.
+    """
+    selector, body = _selected(data)
+    tee, reader, bundle, at = _VERIFY[selector % len(_VERIFY)]
+    if tee is TeeType.SEV_SNP and len(body) > snp.REPORT_SIZE:
+        evidence = reader(body[: snp.REPORT_SIZE], {"certs": body[snp.REPORT_SIZE :]})
+    else:
+        evidence = reader(body, {})
+    verifier_for(tee).verify(
+        evidence,
+        trust=_ANCHORS,
+        collateral=_DirCollateral(_DATA / bundle / "collateral"),
+        now=_at(at),
+    )
 
 
 # --- protocol, models, ledger, policy --------------------------------------------------------
@@ -238,4 +301,5 @@ TARGETS: Mapping[str, Target] = {
     "policy": policy_toml,
     "credential": credential,
     "metadata": call_metadata,
+    "verify": verify_evidence,
 }
