@@ -206,3 +206,85 @@ def test_honest_clients_finish_and_both_cheaters_are_rejected_with_their_reasons
 
     arrays = ArtifactStore(server.paths.artifacts).load_arrays(final)
     assert digits.global_accuracy(arrays) > 0.8
+
+
+def test_clients_ride_out_a_server_restart_and_finish(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    ca = tls.make_ca(name="ca", now=now)
+    leaf = tls.make_server_cert(ca, now=now)
+
+    def config(address: str) -> ServerConfig:
+        return ServerConfig(
+            federation_id="fed-restart",
+            address=address,
+            tls_cert_pem=leaf.cert_pem,
+            tls_key_pem=leaf.key_pem,
+            state_dir=tmp_path / "state",
+            policy=(GOOD,),
+            trust=TrustAnchors(),
+            initial_model=tensors.encode(digits.initial_arrays(0)),
+            rounds=RoundSettings(
+                rounds=3,
+                clients_per_round=2,
+                min_clients=2,
+                round_timeout_ms=20_000,
+                start_wait_ms=1_000,
+                retry_after_ms=100,
+                config={"local_epochs": "1"},
+            ),
+        )
+
+    first = FederationServer(config("127.0.0.1:0"), evaluate=_evaluate)
+    port = first.start()
+    results: dict[str, Any] = {}
+
+    def client(cid: str, partition: int) -> None:
+        transport = GrpcTransport.connect(address=f"127.0.0.1:{port}", ca_pem=ca.cert_pem)
+        runtime = ClientRuntime(
+            client_id=cid,
+            transport=transport,
+            attester=_Attester(GOOD, platform=cid.encode()),
+            trainer=digits.DigitsTrainer(partition=partition, num_partitions=2, seed=0),
+            measurement=GOOD,
+            options=RuntimeOptions(
+                max_reconnect_attempts=30, backoff_initial_s=0.1, backoff_max_s=0.5, max_wait_s=0.2
+            ),
+            rng=random.Random(0),
+        )
+        try:
+            results[cid] = runtime.run()
+        except FedteeError as exc:  # pragma: no cover - reported by the assertions below
+            results[cid] = exc
+        finally:
+            transport.close()
+
+    threads = [threading.Thread(target=client, args=(f"r-{k}", k)) for k in range(2)]
+    for t in threads:
+        t.start()
+    second = None
+    try:
+        # Let round 1 complete, then kill the server and start a fresh one on the same state.
+        deadline = datetime.now(UTC).timestamp() + 30
+        while datetime.now(UTC).timestamp() < deadline:
+            rounds = first.store.rounds("fed-restart") if first.store else []
+            if any(r.output_model_digest for r in rounds):
+                break
+            threading.Event().wait(0.05)
+        first.stop(grace_s=5)  # in-process: let in-flight handlers finish writing
+        second = FederationServer(config(f"127.0.0.1:{port}"), evaluate=_evaluate)
+        second.start()
+        for t in threads:
+            t.join(timeout=90)
+        assert second.wait_finished(timeout_s=30)
+    finally:
+        if second is not None:
+            second.stop()
+    for cid in ("r-0", "r-1"):
+        summary = results[cid]
+        assert isinstance(summary, RunSummary), summary
+        assert summary.finished and summary.rejected == []
+        assert summary.enrolments == 1  # the restarted server still honours the credential
+    report = verify_ledger(
+        (tmp_path / "state" / "ledger.jsonl").read_bytes(), server_public_key=None
+    )
+    assert [r.round for r in report.lineage] == [1, 2, 3]
