@@ -10,6 +10,7 @@ writers, so each seed is a valid input the fuzzer starts mutating from.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import struct
 import sys
@@ -23,6 +24,7 @@ from fedtee import identity
 from fedtee.attest.attesters.sim import SimAttester, SimPlatform, SimRoot
 from fedtee.attest.evidence import snp
 from fedtee.attest.model import Evidence, TeeType
+from fedtee.attest.result import AttestationResult, Status
 from fedtee.attest.testing.tpm import tpmt_public_ecc
 from fedtee.ledger.log import LedgerWriter
 from fedtee.ledger.receipts import Receipt, SignedReceipt, receipt_hash, sign_receipt
@@ -239,7 +241,23 @@ def generated() -> dict[str, dict[str, bytes]]:
             ("tdx", "tdx/tdx_prod_quote_SPR_E4.dat"),
         )
     }
+    result = AttestationResult(
+        status=Status.AFFIRMING,
+        tee=TeeType.SIM,
+        hardware_backed=False,
+        code_identity=b"\x5a" * 48,
+        platform_id=b"\x01" * 32,
+        claims={"svn": 1},
+        appraised_at=targets.EAR_NOW,
+    )
+    ear = result.to_ear_jwt(
+        targets.CREDENTIAL_KEY, issuer="fedtee-fuzz", now=targets.EAR_NOW - dt.timedelta(minutes=1)
+    )
     return {
+        "server_config": {"server.toml": (ROOT / "examples" / "server.toml").read_bytes()},
+        "client_config": {"client.toml": (ROOT / "examples" / "client.toml").read_bytes()},
+        "result_json": {"result.json": result.to_json().encode()},
+        "ear_jwt": {"ear.jwt": ear.encode()},
         "verify": {
             "sgx_quote.bin": b"\x00" + quotes["sgx"],
             "tdx_quote.bin": b"\x01" + quotes["tdx"][: TRIM["tdx/tdx_prod_quote_SPR_E4.dat"]],

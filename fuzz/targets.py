@@ -32,7 +32,10 @@ from fedtee.attest.evidence import cca, cose, dcap, psa, sgx, sim, snp, tdx, tpm
 from fedtee.attest.model import Evidence, TeeType
 from fedtee.attest.policy import Policy
 from fedtee.attest.registry import verifier_for
+from fedtee.attest.result import AttestationResult, verify_ear_jwt
 from fedtee.attest.trust import embedded_anchors
+from fedtee.cli.server import parse_server_config
+from fedtee.client.config import parse_client_config
 from fedtee.errors import CollateralError, Reason
 from fedtee.ledger.log import verify_ledger
 from fedtee.ledger.receipts import Receipt
@@ -232,13 +235,41 @@ def ledger_file(data: bytes) -> None:
     verify_ledger(data, server_public_key=None)
 
 
-def policy_toml(data: bytes) -> None:
+def _text(data: bytes) -> str:
     # Every byte string maps to some text: UTF-8 when valid, else Latin-1.
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    Policy.from_toml(text)
+        return data.decode("latin-1")
+
+
+def policy_toml(data: bytes) -> None:
+    Policy.from_toml(_text(data))
+
+
+# Pure parsers of the operator's files: base_dir only resolves relative paths, never read.
+_CONFIG_DIR = Path("/nonexistent/fedtee-fuzz")
+
+
+def server_config(data: bytes) -> None:
+    parse_server_config(_text(data), base_dir=_CONFIG_DIR)
+
+
+def client_config(data: bytes) -> None:
+    parse_client_config(_text(data), base_dir=_CONFIG_DIR)
+
+
+def result_json(data: bytes) -> None:
+    """An attestation result as JSON (what the enrolment response carries to the client)."""
+    AttestationResult.from_json(_text(data))
+
+
+EAR_NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def ear_jwt(data: bytes) -> None:
+    """An EAR JWT checked with the fixed test key (seeds are signed with it)."""
+    verify_ear_jwt(_text(data), CREDENTIAL_KEY.public_key(), now=EAR_NOW)
 
 
 # A fixed server key, so seeds issued with it (fuzz/make_corpus.py) verify and the fuzzer
@@ -302,4 +333,8 @@ TARGETS: Mapping[str, Target] = {
     "credential": credential,
     "metadata": call_metadata,
     "verify": verify_evidence,
+    "server_config": server_config,
+    "client_config": client_config,
+    "result_json": result_json,
+    "ear_jwt": ear_jwt,
 }

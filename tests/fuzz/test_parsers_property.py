@@ -15,6 +15,7 @@ machine running CI may be busy; the parsers take milliseconds).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import struct
 import sys
@@ -377,3 +378,51 @@ def test_protobuf_oversized_fields_are_typed_protocol_errors() -> None:
     with pytest.raises(ProtocolError) as info:
         targets.protobuf_message(bytes([1]) + msg)
     assert info.value.reason is Reason.MESSAGE_MALFORMED
+
+
+# --- deep nesting: recursion must end in a typed error, never RecursionError -------------------
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+_NESTED: dict[str, Callable[[int], bytes]] = {
+    "ledger": lambda n: b"[" * n + b"]" * n + b"\n",
+    "tensors": lambda n: struct.pack("<Q", 2 * n) + b"[" * n + b"]" * n,
+    "tpm": lambda n: b'{"tpm_quote":' + b"[" * n + b"]" * n + b"}",
+    "policy": lambda n: b"a = " + b"[" * n + b"]" * n,
+    "server_config": lambda n: b"a = " + b"[" * n + b"]" * n,
+    "client_config": lambda n: b"a = " + b"[" * n + b"]" * n,
+    "result_json": lambda n: b"[" * n + b"]" * n,
+    "ear_jwt": lambda n: _b64(b"[" * n + b"]" * n) + b"." + _b64(b"{}") + b".AA",
+    "cose": lambda n: b"\x81" * n + b"\x00",
+    "psa": lambda n: b"\xd2\x84" + b"\x81" * n + b"\x00",
+    "cca": lambda n: b"\xd9\x01\x8f\xa1\x19\xac\xca" + b"\x81" * n + b"\x00",
+    "receipts": lambda n: b"\xa1\x61a" * n + b"\x00",
+    "protobuf": lambda n: bytes([2]) + b"\x2a\x02\x2a\x00" * n,
+}
+
+# Open crashes (tests/fuzz/test_regressions.py has the inputs and where they are raised).
+_OPEN_NESTING = {"policy", "server_config", "client_config", "tpm"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=[pytest.mark.xfail(strict=True, raises=RecursionError, reason="open crash")]
+            if n in _OPEN_NESTING
+            else [],
+        )
+        for n in sorted(_NESTED)
+    ],
+)
+def test_deep_nesting_is_a_typed_error(name: str) -> None:
+    for depth in (1, 10, 100, 1000, 10_000):
+        data = _NESTED[name](depth)
+        # A shallow input may be accepted or rejected; a deep one must be a typed rejection.
+        err = _run(name, data)
+        if depth >= 1000:
+            assert err is not None, f"{name} accepted {depth}-deep nesting"

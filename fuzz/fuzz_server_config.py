@@ -1,0 +1,13 @@
+"""atheris harness for one fedtee parser.
+
+Feeds libFuzzer's bytes to fuzz/targets.py's `server_config` target (see its docstring).
+
+Run: scripts/fuzz.sh server_config --seconds 60   (seeds: fuzz/corpus/server_config/)
+"""
+
+from __future__ import annotations
+
+from _harness import main
+
+if __name__ == "__main__":
+    main("server_config")
