@@ -95,12 +95,7 @@ def _start(args: argparse.Namespace) -> int:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    config = parse_client_config(text, base_dir=path.resolve().parent)
-    if args.tee is not None and TeeType.parse(args.tee) is not config.tee:
-        config = parse_client_config(
-            text.replace(f'type = "{config.tee.value}"', f'type = "{args.tee}"', 1),
-            base_dir=path.resolve().parent,
-        )
+    config = parse_client_config(text, base_dir=path.resolve().parent, tee_override=args.tee)
     trainer = config.trainer.build(
         partition=config.partition, num_partitions=config.num_partitions, seed=config.seed
     )

@@ -67,7 +67,10 @@ def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: 
     return value
 
 
-def parse_client_config(text: str, *, base_dir: Path) -> ClientConfig:
+def parse_client_config(
+    text: str, *, base_dir: Path, tee_override: str | None = None
+) -> ClientConfig:
+    """Parse client.toml; ``tee_override`` (``--tee``) replaces ``[tee] type``."""
     if len(text.encode()) > MAX_CONFIG_BYTES:
         raise ConfigError(f"client config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -107,7 +110,7 @@ def parse_client_config(text: str, *, base_dir: Path) -> ClientConfig:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"[server] address must be host:port, got {address!r}")
-    tee_name = _get(tee_t, "tee", "type", str, None)
+    tee_name = tee_override or _get(tee_t, "tee", "type", str, None)
     try:
         tee = TeeType.parse(tee_name)
     except FedteeError as exc:

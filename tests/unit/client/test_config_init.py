@@ -150,3 +150,10 @@ _TEMPLATE = client_toml(InitOptions(directory=Path("."), federation_id="f", with
 def test_client_config_parser_raises_only_config_errors(text: str) -> None:
     with contextlib.suppress(ConfigError):
         parse_client_config(text, base_dir=Path("/nonexistent"))
+
+
+def test_tee_override_replaces_the_configured_type(tmp_path: Path) -> None:
+    text = client_toml(InitOptions(directory=tmp_path, federation_id="f", with_sim=True))
+    assert parse_client_config(text, base_dir=tmp_path, tee_override="tpm").tee is TeeType.TPM
+    with pytest.raises(ConfigError):
+        parse_client_config(text, base_dir=tmp_path, tee_override="nope")
