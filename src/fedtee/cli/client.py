@@ -10,7 +10,6 @@ quarantined after a rejected update), 2 any other fedtee error.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
     """The attester for the configured TEE (the only place a device is opened)."""
     if config.tee is TeeType.SIM:
         assert config.sim_root_cert is not None and config.sim_root_key is not None
-        sim: Any = importlib.import_module("fedtee.attest.attesters.sim")
+        from fedtee.attest.attesters import sim
+
         try:
             root = sim.SimRoot.from_pem(
                 config.sim_root_cert.read_bytes(), config.sim_root_key.read_bytes()

@@ -99,10 +99,9 @@ def initial_model(trainer: str, *, seed: int = 0) -> bytes:
 
 def _sim_root_pems() -> tuple[bytes, bytes]:
     """A fresh sim root as (certificate PEM, private key PEM), from the sim backend."""
-    import importlib
+    from fedtee.attest.attesters.sim import SimRoot
 
-    sim: Any = importlib.import_module("fedtee.attest.attesters.sim")
-    root = sim.SimRoot.generate()
+    root = SimRoot.generate()
     return root.cert_pem(), root.key_pem()
 
 

@@ -23,7 +23,6 @@ or the trainer in :mod:`fedtee.client.cheats`.
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedtee import identity, tensors
+from fedtee.attest.attesters.measure import measure_code
 from fedtee.attest.binding import report_data
 from fedtee.attest.model import Attester
 from fedtee.client.trainer import Trainer, TrainerSpec
@@ -59,11 +59,7 @@ def measure_trainer(spec: TrainerSpec) -> bytes:
     The client's data partition is deliberately not measured: it is data, not code, and
     every honest client of a federation must share one reference measurement.
     """
-    measure = importlib.import_module("fedtee.attest.attesters.measure")
-    value: bytes = measure.measure_code(
-        [spec.module_file()], config=f"trainer={spec.target}\n".encode()
-    )
-    return value
+    return measure_code([spec.module_file()], config=f"trainer={spec.target}\n".encode())
 
 
 class EnrolmentRejected(AttestationError):
