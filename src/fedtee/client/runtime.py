@@ -33,7 +33,7 @@ from typing import Any
 from fedtee import identity, tensors
 from fedtee.attest.attesters.measure import measure_code
 from fedtee.attest.binding import report_data
-from fedtee.attest.model import Attester
+from fedtee.attest.model import Attester, TeeType
 from fedtee.client.trainer import Trainer, TrainerSpec
 from fedtee.client.transport import (
     Enrolment,
@@ -206,7 +206,15 @@ class ClientRuntime:
             )
         self._code_identity = _code_identity(result.attestation_result_json, self.measurement)
         self.summary.enrolments += 1
-        self._emit("enrolled", detail=f"credential until {result.credential_expires_unix_ms}")
+        backing = (
+            "SIMULATED TEE, not hardware-backed"
+            if self.attester.tee is TeeType.SIM
+            else f"{self.attester.tee.value} TEE"
+        )
+        self._emit(
+            "enrolled",
+            detail=f"{backing}; credential until {result.credential_expires_unix_ms}",
+        )
         return Session(
             client_id=self.client_id,
             credential=result.credential,

@@ -50,6 +50,8 @@ def test_honest_client_enrols_trains_every_round_and_finishes() -> None:
     assert summary.accepted == 3 and summary.rejected == []
     assert server.submitted == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
     assert [e.kind for e in events].count("update_accepted") == 3
+    enrolled = next(e for e in events if e.kind == "enrolled")
+    assert "SIMULATED" in enrolled.detail and "not hardware-backed" in enrolled.detail
 
 
 def test_update_after_signing_is_rejected_with_its_digest_reason() -> None:
