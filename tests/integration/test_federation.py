@@ -139,6 +139,23 @@ def test_tampered_update_rejected_and_client_quarantined(harness: Harness) -> No
     assert report.rejected_receipts == 1
 
 
+def test_round_with_a_rejected_update_closes_without_waiting_for_its_deadline(
+    harness: Harness,
+) -> None:
+    # A 60 s deadline: the round must close as soon as the honest update arrives, since the
+    # only other selected client has already been rejected and will never deliver.
+    server = harness.start(rounds=1, clients_per_round=2, min_clients=1, round_timeout_ms=60_000)
+    honest, cheat = harness.peer("honest"), harness.peer("cheat")
+    assert honest.enroll().accepted and cheat.enroll().accepted
+    task = cheat.wait_task()
+    signed, data = cheat.make_update(task)
+    tampered = tensors.encode({k: v * 0 + 7 for k, v in tensors.decode(data).items()})
+    assert not cheat.submit(signed, tampered).accepted
+    assert honest.train().accepted
+    _wait(lambda: server.finished, timeout_s=10)
+    assert _rounds(harness) == {1: RoundStatus.COMPLETED}
+
+
 def test_receipt_replayed_in_a_later_round_rejected(harness: Harness) -> None:
     server = harness.start(rounds=2, clients_per_round=1, min_clients=1)
     a = harness.peer("a")

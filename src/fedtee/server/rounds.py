@@ -142,6 +142,9 @@ class RoundManager:
         self._finished = False
         self._retry_close = False
         self._last_delivered = 0
+        # Selected clients of the open round whose update was rejected: they will not deliver,
+        # so the round need not wait for its deadline on their account.
+        self._rejected_in_round: set[str] = set()
         self._logged_aggregation: tuple[int, bytes] | None = None
 
     # --- start / resume --------------------------------------------------------------------
@@ -211,6 +214,7 @@ class RoundManager:
     def _after_close(self, rnd: RoundRecord, *, next_model: bytes) -> None:
         self._next_model = next_model
         self._open = None
+        self._rejected_in_round = set()
         self._next_round = rnd.number + 1
         if rnd.number >= self._settings.rounds:
             self._finished = True
@@ -406,14 +410,23 @@ class RoundManager:
                     now_ms=now_ms,
                 )
                 log.info("round %d: accepted update from %s", rnd.number, client.id)
-            done = self._store.count_updates(self.federation_id, rnd.number)
-            if done >= len(rnd.selected):
-                try:
-                    self._close(now_ms=now_ms)
-                except FedteeError:
-                    # The update is durable and accepted; the driver retries the close.
-                    log.exception("closing round %d failed; will retry", rnd.number)
+            self._close_if_settled(now_ms=now_ms)
         return SubmitResult(accepted=True, message=f"accepted for round {rnd.number}")
+
+    def _close_if_settled(self, *, now_ms: int) -> None:
+        """Close the open round early once every selected client has delivered an accepted
+        update or had its update rejected (caller holds the lock)."""
+        rnd = self._open
+        if rnd is None:
+            return
+        accepted = {u.client_id for u in self._store.updates(self.federation_id, rnd.number)}
+        if not set(rnd.selected) <= accepted | self._rejected_in_round:
+            return
+        try:
+            self._close(now_ms=now_ms)
+        except FedteeError:
+            # Accepted updates are durable; the driver retries the close.
+            log.exception("closing round %d failed; will retry", rnd.number)
 
     def _reject(
         self,
@@ -449,6 +462,15 @@ class RoundManager:
                 )
             if exc.reason in QUARANTINE_ON:
                 self._store.quarantine(client.id, reason=exc.reason, message=exc.message)
+            rnd_open = self._open
+            if (
+                rnd_open is not None
+                and rnd == rnd_open.number
+                and client.id in rnd_open.selected
+                and exc.reason is not Reason.RECEIPT_REPLAYED
+            ):
+                self._rejected_in_round.add(client.id)
+                self._close_if_settled(now_ms=now_ms)
 
     # --- driving ---------------------------------------------------------------------------
 
