@@ -14,9 +14,10 @@ import pytest
 
 from fedtee import identity, tensors
 from fedtee.client.transport import TaskKind
-from fedtee.errors import ProtocolError, Reason, StorageError
+from fedtee.errors import ConfigError, ProtocolError, Reason, StorageError
 from fedtee.ledger.log import verify_ledger
 from fedtee.ledger.receipts import Receipt, sign_receipt
+from fedtee.server.app import FederationServer
 from fedtee.server.store import RoundStatus, StateStore
 
 from .conftest import FED, GOOD, Harness
@@ -419,3 +420,10 @@ def test_a_nonce_issued_to_one_client_cannot_enrol_another(harness: Harness) -> 
     ev = b.attester.attest(report_data(nonce=ch.nonce, public_key=b.public_key))
     out = b.transport.enroll(client_id="b", nonce=ch.nonce, public_key=b.public_key, evidence=ev)
     assert (out.accepted, out.reason) == (False, Reason.NONCE_MISMATCH.value)
+
+
+def test_a_second_server_on_the_same_state_dir_is_refused(harness: Harness) -> None:
+    server = harness.start(rounds=1, clients_per_round=1, min_clients=1)
+    with pytest.raises(ConfigError) as err:
+        FederationServer(server.config).start()
+    assert "in use by another running fedtee server" in err.value.message

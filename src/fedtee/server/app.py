@@ -15,6 +15,7 @@ the updates already accepted in it, and a finished federation stays finished.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -132,6 +133,8 @@ class FederationServer:
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
         self._driver: threading.Thread | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock_fd: int | None = None
         self.port = 0
         self.paths = StatePaths.of(config.state_dir)
         self.store: StateStore | None = None
@@ -145,6 +148,7 @@ class FederationServer:
         """Open state, resume, listen; returns the bound port."""
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
         key = _load_or_create_key(self.paths)
         self.store = StateStore.open(str(self.paths.database))
         artifacts = ArtifactStore(self.paths.artifacts, max_bytes=cfg.limits.max_model_bytes)
@@ -195,8 +199,11 @@ class FederationServer:
             limits=cfg.limits,
             upload_grace_ms=cfg.upload_grace_ms,
         )
+        self._executor = ThreadPoolExecutor(
+            max_workers=cfg.max_workers, thread_name_prefix="fedtee-rpc"
+        )
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="fedtee-rpc"),
+            self._executor,
             options=cfg.limits.grpc_options(),
             maximum_concurrent_rpcs=cfg.max_workers * 4,
         )
@@ -215,6 +222,19 @@ class FederationServer:
         self._driver.start()
         log.info("federation %s listening on port %d (TLS)", cfg.federation_id, self.port)
         return self.port
+
+    def _lock_state_dir(self) -> None:
+        """One server per state directory: two would interleave ledger and store writes."""
+        fd = os.open(self.config.state_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(
+                f"state directory {self.config.state_dir} is in use by another running "
+                "fedtee server; stop it first, or give this one its own state_dir"
+            ) from exc
+        self._lock_fd = fd
 
     def _drive(self) -> None:
         assert self.rounds is not None and self.store is not None
@@ -251,12 +271,21 @@ class FederationServer:
         if self._server is not None:
             self._server.stop(grace_s).wait(timeout=grace_s + 5)
             self._server = None
+        if self._executor is not None:
+            # Handlers of cancelled RPCs may still be running: let them finish before the
+            # ledger and store are closed, so nothing is written after stop() returns.
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         if self.ledger is not None and self.ledger.head.kind != "checkpoint":
             # Sign what was appended since the last round closed (enrolments, rejections).
             self.ledger.checkpoint(now_ms=self._now_ms())
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 __all__ = ["FederationServer", "NoCollateral", "ServerConfig", "StatePaths", "utc_now"]
