@@ -26,24 +26,7 @@ REGRESSIONS = Path(__file__).parent / "regressions"
 CASES = sorted(p for p in REGRESSIONS.glob("*/*") if p.is_file() and p.suffix != ".md")
 
 # "<target>/<file>" -> (exception it raises today, where). Remove an entry when it is fixed.
-OPEN: dict[str, tuple[type[BaseException], str]] = {
-    "policy/deep_array_nesting.toml": (
-        RecursionError,
-        "fedtee.attest.policy.Policy.from_toml: tomllib.loads recursion not caught",
-    ),
-    "server_config/deep_array_nesting.toml": (
-        RecursionError,
-        "fedtee.cli.server.parse_server_config: tomllib.loads recursion not caught",
-    ),
-    "client_config/deep_array_nesting.toml": (
-        RecursionError,
-        "fedtee.client.config.parse_client_config: tomllib.loads recursion not caught",
-    ),
-    "tpm/deep_json_nesting.json": (
-        RecursionError,
-        "fedtee.attest.evidence.tpm._from_json: json.loads recursion not caught",
-    ),
-}
+OPEN: dict[str, tuple[type[BaseException], str]] = {}
 
 
 def _case_id(path: Path) -> str:

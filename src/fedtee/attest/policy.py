@@ -113,7 +113,7 @@ class Policy:
             raise PolicyError(f"policy file is larger than {MAX_POLICY_BYTES} bytes")
         try:
             raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
             raise PolicyError(f"policy is not valid TOML: {exc}") from exc
         return cls.from_dict(raw)
 

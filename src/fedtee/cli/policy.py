@@ -131,7 +131,7 @@ def _read_policy_text(path: Path) -> str:
 def _parse(text: str, path: Path) -> dict[str, Any]:
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise PolicyError(f"{path} is not valid TOML: {exc}") from exc
     version = doc.get("version")
     if version != POLICY_VERSION:

@@ -96,7 +96,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError(f"server config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"server config is not valid TOML: {exc}") from exc
     unknown = set(doc) - set(_SCHEMA)
     if unknown:

@@ -75,7 +75,7 @@ def parse_client_config(
         raise ConfigError(f"client config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"client config is not valid TOML: {exc}") from exc
     unknown = set(doc) - set(_SCHEMA)
     if unknown:

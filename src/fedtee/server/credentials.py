@@ -68,7 +68,7 @@ def _invalid(message: str) -> CredentialError:
 def _parse(payload: bytes) -> Credential:
     try:
         obj: Any = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _invalid(f"credential payload is not JSON: {exc}") from exc
     if not isinstance(obj, dict) or set(obj) != _FIELDS:
         raise _invalid("credential payload has the wrong fields")

@@ -529,7 +529,7 @@ def _from_json(data: bytes) -> tuple[bytes, dict[str, bytes]]:
         signature = base64.b64decode(quote["signature"], validate=True)
         ak_der = base64.b64decode(doc["ak_public"], validate=True)
         pcr_list = [bytes.fromhex(p) for p in quote["pcrs"]]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
         raise _fail(f"TPM evidence JSON is malformed: {exc}") from exc
     parsed = parse_quote(message)
     # The JSON lists PCR values by index (0..23) of one bank; fedtee's "pcrs" is in
