@@ -377,7 +377,7 @@ def _code_identity(result_json: str, fallback: bytes) -> bytes:
     try:
         value = json.loads(result_json).get("code_identity")
         return bytes.fromhex(value) if isinstance(value, str) and value else fallback
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return fallback
 
 
