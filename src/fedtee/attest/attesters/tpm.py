@@ -214,7 +214,13 @@ class TpmAttester:
             if cert_der is None:
                 continue
             # Some TPMs pad the NV area; keep exactly the DER certificate.
-            cert = x509.load_der_x509_certificate(_der_prefix(cert_der))
+            try:
+                cert = x509.load_der_x509_certificate(_der_prefix(cert_der))
+            except (ValueError, x509.InvalidVersion) as exc:
+                raise DeviceError(
+                    f"the EK certificate at NV 0x{nv_index:08x} is not a DER certificate: {exc}",
+                    reason=Reason.DEVICE_FAILED,
+                ) from exc
             try:
                 handle = e.tr_from_tpmpublic(persistent)
             except self._tss.TSS2_Exception:

@@ -78,7 +78,8 @@ class SimVerifier:
             raise VerificationError(
                 "sim platform certificate lacks BasicConstraints", reason=Reason.CERT_MALFORMED
             ) from exc
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+            # InvalidVersion is not a ValueError: a version field other than v1/v3 raises it.
             raise VerificationError(
                 f"sim platform certificate is malformed: {exc}", reason=Reason.CERT_MALFORMED
             ) from exc

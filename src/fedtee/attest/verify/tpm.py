@@ -218,7 +218,7 @@ def _check_pcr_digest(
 def _load_cert(der: bytes, what: str) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise VerificationError(
             f"{what} is not a DER certificate: {exc}", reason=Reason.CERT_MALFORMED
         ) from exc
@@ -230,7 +230,7 @@ def load_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
         return ()
     try:
         return tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise VerificationError(
             f"ek_chain is not PEM certificates: {exc}", reason=Reason.CERT_MALFORMED
         ) from exc
