@@ -16,7 +16,7 @@ from fedtee import __version__
 from fedtee.errors import FedteeError
 
 # Module names under fedtee.cli, each with register(subparsers: argparse._SubParsersAction).
-_GROUPS: tuple[str, ...] = ("ledger", "policy", "init", "client", "server", "demo")
+_GROUPS: tuple[str, ...] = ("ledger", "policy", "init", "client", "server", "demo", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
