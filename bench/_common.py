@@ -1,0 +1,376 @@
+"""Helpers shared by every bench/bench_*.py script.
+
+The contract every bench script follows (run from the repository root)::
+
+    .venv/bin/python bench/bench_X.py [--quick] [--json PATH] [--no-doc]
+
+- prints its figures as a readable table;
+- ``--quick``: smaller sizes and fewer repeats, finishes in about a minute on 2 cores;
+- ``--json PATH``: writes ``{"bench", "command", "date", "machine", "quick", "results"}``
+  (see :func:`write_json`);
+- unless ``--no-doc``: rewrites its own section of docs/benchmarks.md, between
+  ``<!-- bench:X:start -->`` and ``<!-- bench:X:end -->`` (see :func:`write_doc_section`).
+
+This module gives the pieces: :func:`parser` (the standard options), :func:`machine_info`
+and :func:`machine_line` (cores, memory, CPU model, load average), :func:`command_line`,
+:func:`write_json`, :func:`write_doc_section`, :func:`table` (markdown), and peak RSS of a
+whole process tree read from /proc (:func:`tree_pids`, :func:`rss_bytes`,
+:func:`hwm_bytes`, :class:`TreeSampler`). Linux only for the /proc parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+PROC = Path("/proc")
+
+INTRO = """# Benchmarks
+
+Figures measured by the scripts in `bench/`, each run on the machine it names and written
+between its own markers. Re-run a script to refresh its section; other sections stay.
+
+"""
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """The standard bench options: ``--quick``, ``--json PATH``, ``--no-doc``.
+
+    Scripts add their own options to the returned parser.
+    """
+    first = (description or "").strip().split("\n")[0]
+    p = argparse.ArgumentParser(description=first or None)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes and few repeats (about a minute on 2 cores)",
+    )
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="also write the results as JSON to PATH",
+    )
+    p.add_argument(
+        "--no-doc",
+        action="store_true",
+        help="do not rewrite this bench's section of docs/benchmarks.md",
+    )
+    return p
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that ran this script, as a user would type it from the repository root."""
+    args = list(sys.argv if argv is None else argv)
+    script = Path(args[0]) if args else Path("bench")
+    try:
+        shown = script.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        shown = str(script)
+    return shlex.join([".venv/bin/python", shown, *args[1:]])
+
+
+# ---------------------------------------------------------------------------- machine
+
+
+def _cpu_model() -> str:
+    try:
+        text = (PROC / "cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return found.group(1).strip() if found else (platform.processor() or platform.machine())
+
+
+def _mem_gib() -> float:
+    try:
+        found = re.search(r"^MemTotal:\s*(\d+) kB", (PROC / "meminfo").read_text(), re.M)
+    except OSError:
+        return 0.0
+    return round(int(found.group(1)) / 1024 / 1024, 1) if found else 0.0
+
+
+def load_average() -> tuple[float, float, float]:
+    """1, 5 and 15 minute load averages (zeros where the OS has none)."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return (0.0, 0.0, 0.0)
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, memory (GiB), CPU model, architecture, Python and the load average now."""
+    return {
+        "cores": os.cpu_count() or 0,
+        "mem_gib": _mem_gib(),
+        "cpu": _cpu_model(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "loadavg": [round(x, 2) for x in load_average()],
+    }
+
+
+def machine_line(info: dict[str, Any] | None = None) -> str:
+    """One line for a doc section: CPU, cores, memory, load average at start."""
+    m = info or machine_info()
+    load = ", ".join(f"{x:.1f}" for x in m["loadavg"])
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['mem_gib']:g} GiB RAM, {m['arch']}, "
+        f"Python {m['python']}; load average {load} at start"
+    )
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def result_document(
+    bench: str,
+    results: Iterable[dict[str, Any]],
+    *,
+    quick: bool,
+    machine: dict[str, Any] | None = None,
+    command: str | None = None,
+    date: str | None = None,
+) -> dict[str, Any]:
+    """The JSON document of the bench contract; every row must be a flat dict."""
+    rows = [dict(r) for r in results]
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, dict | list | tuple | set):
+                raise ValueError(f"result rows must be flat: {key!r} is {type(value).__name__}")
+    return {
+        "bench": bench,
+        "command": command or command_line(),
+        "date": date or now_iso(),
+        "machine": machine or machine_info(),
+        "quick": quick,
+        "results": rows,
+    }
+
+
+def write_json(
+    path: Path,
+    bench: str,
+    results: Iterable[dict[str, Any]],
+    *,
+    quick: bool,
+    machine: dict[str, Any] | None = None,
+    command: str | None = None,
+    date: str | None = None,
+) -> dict[str, Any]:
+    """Write the contract's JSON document to ``path`` and return it."""
+    doc = result_document(
+        bench, results, quick=quick, machine=machine, command=command, date=date
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    return doc
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+
+
+def write_doc_section(
+    name: str, markdown: str, *, title: str | None = None, doc: Path = DOC
+) -> Path:
+    """Replace the text between this bench's markers in docs/benchmarks.md.
+
+    ``markdown`` is the body without the markers. Where the markers are absent the section is
+    appended at the end under ``## title`` (default: the bench name). Everything outside the
+    markers is left byte for byte as it was.
+    """
+    start, end = markers(name)
+    body = f"{start}\n{markdown.strip(chr(10))}\n{end}"
+    text = doc.read_text() if doc.exists() else INTRO
+    i = text.find(start)
+    j = text.find(end, i + len(start)) if i >= 0 else -1
+    if i >= 0 and j >= 0:
+        text = text[:i] + body + text[j + len(end) :]
+    else:
+        text = text.rstrip("\n") + f"\n\n## {title or name}\n\n{body}\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_name(doc.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(doc)
+    return doc
+
+
+def header(command: str | None = None, info: dict[str, Any] | None = None) -> str:
+    """The standard first lines of a doc section: date, exact command, machine."""
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Run {when} with `{command or command_line()}`.\n\n"
+        f"- Machine: {machine_line(info)}. Shared machine: other work running at the same "
+        "time makes figures noisier and slower."
+    )
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
+    """A markdown table. ``align``: one letter per column, ``l`` or ``r`` (default ``l``)."""
+    spec = [("---:" if (align[i : i + 1] == "r") else "---") for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(spec) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _status_kib(pid: int, field: str) -> int:
+    """A ``kB`` field of /proc/PID/status in KiB; 0 when the process is gone."""
+    try:
+        text = (PROC / str(pid) / "status").read_text()
+    except (OSError, ProcessLookupError):
+        return 0
+    found = re.search(rf"^{field}:\s*(\d+) kB", text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process now (VmRSS), 0 if it has exited."""
+    return _status_kib(pid, "VmRSS") * 1024
+
+
+def hwm_bytes(pid: int) -> int:
+    """Peak resident set size of one process so far (VmHWM), 0 if it has exited."""
+    return _status_kib(pid, "VmHWM") * 1024
+
+
+def _parent_map() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may hold spaces and parentheses
+        rest = stat[stat.rfind(")") + 2 :].split()
+        if len(rest) >= 2:
+            out[int(entry.name)] = int(rest[1])
+    return out
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its live descendants (empty if ``root`` has exited)."""
+    parents = _parent_map()
+    if root not in parents:
+        return []
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Sum of VmRSS over ``root``'s process tree now."""
+    return sum(rss_bytes(p) for p in tree_pids(root))
+
+
+class TreeSampler:
+    """Peak memory of one or more process trees, sampled from /proc in a thread.
+
+    Every ``interval`` seconds it sums VmRSS over the live processes of all the trees
+    (``peak_rss``: the highest such sum, a lower bound of the true peak) and sums each live
+    process's VmHWM (``peak_hwm``: the highest such sum, an upper bound, since it also
+    catches peaks between samples). Processes seen come and go; ``pids_seen`` counts them.
+    Use as a context manager, or ``start()``/``stop()``; ``add(pid)`` adds another root.
+    """
+
+    def __init__(self, *roots: int, interval: float = 0.05) -> None:
+        self.roots: list[int] = list(roots)
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_hwm = 0
+        self.pids_seen: set[int] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, pid: int) -> None:
+        with self._lock:
+            self.roots.append(pid)
+
+    def sample(self) -> int:
+        """Take one sample now; returns the summed VmRSS of the trees."""
+        with self._lock:
+            roots = list(self.roots)
+        pids: set[int] = set()
+        for root in roots:
+            pids.update(tree_pids(root))
+        rss = sum(rss_bytes(p) for p in pids)
+        hwm = sum(hwm_bytes(p) for p in pids)
+        with self._lock:
+            self.pids_seen |= pids
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_hwm = max(self.peak_hwm, hwm)
+        return rss
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def start(self) -> TreeSampler:
+        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> TreeSampler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    s = sorted(values)
+    if not s:
+        raise ValueError("median of nothing")
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def monotonic() -> float:
+    return time.perf_counter()
