@@ -73,6 +73,7 @@ class Reason(StrEnum):
     COLLATERAL_SIGNATURE_INVALID = "collateral_signature_invalid"
     COLLATERAL_MISMATCH = "collateral_mismatch"
     COLLATERAL_FETCH_DISABLED = "collateral_fetch_disabled"
+    COLLATERAL_FETCH_FAILED = "collateral_fetch_failed"
 
     # --- appraisal (policy) ------------------------------------------------------------
     POLICY_INVALID = "policy_invalid"
