@@ -7,6 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
 EXTRAS="${FEDTEE_EXTRAS:-dev,demo}"
+# The silo profile's tests need PyTorch (the `torch` extra). This exact CPU build is pinned so
+# that a set-up never pulls several GB of another version; set FEDTEE_TORCH= to skip it.
+TORCH_PIN="${FEDTEE_TORCH-torch==2.13.0}"
 
 # Debian packages: swtpm and the TSS for the TPM path. Only root can install them;
 # others get the TPM tests skipped with a message saying what to install.
@@ -30,11 +33,15 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.fedtee-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
+stamp=".venv/.fedtee-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS//,/_}-${TORCH_PIN//[^a-z0-9.]/}"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing fedtee[$EXTRAS] into .venv (first run takes a minute)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v '^WARNING: Location' || true
+  if [ -n "$TORCH_PIN" ]; then
+    echo "setup: installing $TORCH_PIN into .venv (the silo profile's tests)"
+    .venv/bin/python -m pip install -q "$TORCH_PIN" 2>&1 | grep -v '^WARNING: Location' || true
+  fi
   .venv/bin/python -c "import fedtee" 
   rm -f .venv/.fedtee-installed-*
   touch "$stamp"
