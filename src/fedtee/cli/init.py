@@ -190,6 +190,12 @@ policy = "policy.toml"          # what evidence is accepted (see docs/quickstart
 {sim_root}
 nonce_ttl_s = 60                # a challenge nonce is single use and expires after this
 credential_ttl_s = 600          # enrolled clients re-attest after this
+# Trust anchors besides the embedded vendor roots (Intel SGX/TDX, AMD SEV-SNP). Each is a
+# list of PEM files; without them no TPM, PSA or CCA evidence can verify.
+# tpm_ek_ca = ["ek-ca.pem"]     # TPM EK CAs (the TPM vendor's EK root or intermediate);
+#                                 a file may hold several certificates
+# psa_iak = ["iak.pem"]         # PSA Initial Attestation Keys (PEM public keys, EC)
+# cca_cpak = ["cpak.pem"]       # Arm CCA Platform Attestation Keys (PEM public keys, EC)
 """
 
 

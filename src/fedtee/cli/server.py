@@ -8,7 +8,9 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
                      max_update_norm (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
     [attestation]    policy, sim_root (optional), collateral_dir (optional),
-                     nonce_ttl_s, credential_ttl_s
+                     nonce_ttl_s, credential_ttl_s, and trust anchors beyond the embedded
+                     vendor roots: tpm_ek_ca (PEM certificates of TPM EK CAs),
+                     psa_iak / cca_cpak (PEM public keys: PSA IAKs, CCA CPAKs)
 
 Unknown tables or keys are errors. Relative paths resolve against the config file's folder.
 The server keeps serving after the last round (clients hear FINISHED) until SIGINT/SIGTERM,
@@ -49,7 +51,16 @@ _SCHEMA: dict[str, set[str]] = {
         "max_update_norm",
         "config",
     },
-    "attestation": {"policy", "sim_root", "collateral_dir", "nonce_ttl_s", "credential_ttl_s"},
+    "attestation": {
+        "policy",
+        "sim_root",
+        "collateral_dir",
+        "nonce_ttl_s",
+        "credential_ttl_s",
+        "tpm_ek_ca",
+        "psa_iak",
+        "cca_cpak",
+    },
 }
 _REQUIRED: dict[str, set[str]] = {
     "federation": {"id"},
@@ -78,6 +89,9 @@ class ServerFileConfig:
     collateral_dir: Path | None
     nonce_ttl_s: float
     credential_ttl_s: float
+    tpm_ek_ca: tuple[Path, ...] = ()  # PEM files of trusted TPM EK CAs (roots or not)
+    psa_iak: tuple[Path, ...] = ()  # PEM public keys of trusted PSA IAKs
+    cca_cpak: tuple[Path, ...] = ()  # PEM public keys of trusted CCA CPAKs
     train_config: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -124,6 +138,12 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         value: str = _typed(section, table, key, str, "")
         return base_dir / value
 
+    def paths(section: str, table: Mapping[str, Any], key: str) -> tuple[Path, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"[{section}] {key} must be a list of file paths, got {value!r}")
+        return tuple(base_dir / v for v in value)
+
     norm = rnd.get("max_update_norm")
     cfg = ServerFileConfig(
         federation_id=_typed("federation", fed, "id", str, ""),
@@ -146,6 +166,9 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         collateral_dir=path("attestation", att, "collateral_dir"),
         nonce_ttl_s=_typed("attestation", att, "nonce_ttl_s", float, 60.0),
         credential_ttl_s=_typed("attestation", att, "credential_ttl_s", float, 600.0),
+        tpm_ek_ca=paths("attestation", att, "tpm_ek_ca"),
+        psa_iak=paths("attestation", att, "psa_iak"),
+        cca_cpak=paths("attestation", att, "cca_cpak"),
         train_config=dict(train),
     )
     if not cfg.federation_id or len(cfg.federation_id) > 256:
@@ -196,7 +219,41 @@ def _trust(cfg: ServerFileConfig) -> TrustAnchors:
         from fedtee.wire.tls import load_cert
 
         roots[TeeType.SIM] = (load_cert(_read(cfg.sim_root)),)
+    ek_cas = tuple(cert for path in cfg.tpm_ek_ca for cert in _certificates(path))
+    if ek_cas:
+        roots[TeeType.TPM] = (*roots.get(TeeType.TPM, ()), *ek_cas)
+    for tee, files in ((TeeType.PSA, cfg.psa_iak), (TeeType.CCA, cfg.cca_cpak)):
+        if files:
+            keys[tee] = (*keys.get(tee, ()), *(_ec_public_key(path) for path in files))
     return TrustAnchors(roots=roots, keys=keys)
+
+
+def _certificates(path: Path) -> tuple[Any, ...]:
+    """Every certificate in a PEM file (a trust-anchor file may hold several)."""
+    from cryptography import x509
+
+    data = _read(path)
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except (ValueError, x509.InvalidVersion) as exc:
+        raise ConfigError(f"{path}: not PEM certificates: {exc}") from exc
+    return tuple(certs)
+
+
+def _ec_public_key(path: Path) -> Any:
+    """A PEM public key (SubjectPublicKeyInfo): PSA IAKs and CCA CPAKs are EC keys."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    data = _read(path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a PEM public key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        kind = type(key).__name__
+        raise ConfigError(f"{path}: a PSA IAK / CCA CPAK must be an EC key, not {kind}")
+    return key
 
 
 def _collateral(cfg: ServerFileConfig) -> CollateralSource | None:
