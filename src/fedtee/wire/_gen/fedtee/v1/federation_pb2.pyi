@@ -190,15 +190,33 @@ class SubmitResult(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ServerEvidenceRequest(_message.Message):
-    __slots__ = ("nonce",)
+    __slots__ = ("nonce", "aux")
+    class AuxEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     NONCE_FIELD_NUMBER: _ClassVar[int]
+    AUX_FIELD_NUMBER: _ClassVar[int]
     nonce: bytes
-    def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
+    aux: _containers.ScalarMap[str, bytes]
+    def __init__(self, nonce: _Optional[bytes] = ..., aux: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class ServerEvidence(_message.Message):
-    __slots__ = ("evidence", "public_key")
+    __slots__ = ("evidence", "public_key", "challenge_request")
+    class ChallengeRequestEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_REQUEST_FIELD_NUMBER: _ClassVar[int]
     evidence: Evidence
     public_key: bytes
-    def __init__(self, evidence: _Optional[_Union[Evidence, _Mapping]] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    challenge_request: _containers.ScalarMap[str, bytes]
+    def __init__(self, evidence: _Optional[_Union[Evidence, _Mapping]] = ..., public_key: _Optional[bytes] = ..., challenge_request: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
