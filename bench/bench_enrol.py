@@ -201,9 +201,13 @@ def _doc(rows: list[dict[str, Any]], command: str, info: dict[str, Any]) -> str:
         common.table(
             ["TEE", "phase", "median (ms)", "repeats", "evidence bytes"],
             (
-                [r["tee"], r["phase"],
-                 "-" if r["median_ms"] is None else f"{r['median_ms']:,.1f}",
-                 r["repeats"], r["evidence_bytes"] or "-"]
+                [
+                    r["tee"],
+                    r["phase"],
+                    "-" if r["median_ms"] is None else f"{r['median_ms']:,.1f}",
+                    r["repeats"],
+                    r["evidence_bytes"] or "-",
+                ]
                 for r in rows
             ),
             "llrrr",

@@ -229,8 +229,11 @@ PROFILES: Final[tuple[TeeProfile, ...]] = (
             ("transient-execution and microarchitectural leaks of enclave secrets", "foreshadow"),
             ("architectural data leaks (AEPIC Leak) on 10th-12th gen cores", "aepic"),
             ("software-based fault injection through undervolting", "plundervolt"),
-            ("TCB recovery depends on platforms applying microcode and Intel updating TCB "
-             "info; until then a policy must accept OutOfDate or lose clients", ""),
+            (
+                "TCB recovery depends on platforms applying microcode and Intel updating TCB "
+                "info; until then a policy must accept OutOfDate or lose clients",
+                "",
+            ),
             ("a debug enclave is measurable but not protected: the policy must forbid DEBUG", ""),
             ("page-fault and controlled-channel side channels: the OS sees page accesses", ""),
         ),
@@ -261,8 +264,7 @@ PROFILES: Final[tuple[TeeProfile, ...]] = (
         veracity="the update was computed in a VM that booted the measured stack; the host "
         "cannot read or change its memory; code loaded after boot is covered only if "
         "extended into an RTMR",
-        memory_limits="no TEE-specific limit: the TD's memory is ordinary VM memory, "
-        "encrypted",
+        memory_limits="no TEE-specific limit: the TD's memory is ordinary VM memory, encrypted",
         workload_memory_gib=4096.0,
         device_classes=frozenset({"server", "gpu-server"}),
         runtime_isolation=True,
@@ -279,8 +281,11 @@ PROFILES: Final[tuple[TeeProfile, ...]] = (
         "and decoded real outblobs",
         risks=(
             ("malicious interrupt injection by the hypervisor", "heckler"),
-            ("the measured boot covers only what the guest extends: an unmeasured container "
-             "or script in the TD is not in the evidence", ""),
+            (
+                "the measured boot covers only what the guest extends: an unmeasured container "
+                "or script in the TD is not in the evidence",
+                "",
+            ),
             ("a debug TD is not protected: the policy must forbid DEBUG", ""),
             ("TCB recovery as for SGX (same collateral)", ""),
         ),
@@ -332,10 +337,15 @@ PROFILES: Final[tuple[TeeProfile, ...]] = (
         risks=(
             ("software fault injection by selective cache-line state reset", "cachewarp"),
             ("malicious interrupt injection by the hypervisor", "heckler"),
-            ("the launch measurement does not cover what the guest loads later (disk, "
-             "containers) unless a measured boot chain extends it", ""),
-            ("a migration agent or debug policy weakens isolation: the policy must forbid "
-             "them", ""),
+            (
+                "the launch measurement does not cover what the guest loads later (disk, "
+                "containers) unless a measured boot chain extends it",
+                "",
+            ),
+            (
+                "a migration agent or debug policy weakens isolation: the policy must forbid them",
+                "",
+            ),
         ),
         literature=(
             LiteratureFigure(
@@ -452,8 +462,11 @@ PROFILES: Final[tuple[TeeProfile, ...]] = (
         risks=(
             ("timing side channels leaked ECDSA keys from some TPMs", "tpm-fail"),
             ("firmware TPMs inherit the host CPU's weaknesses", "faultpm"),
-            ("relay (cuckoo) attacks: evidence from another machine's TPM, unless the quote "
-             "binds the client's key", "parno-cuckoo"),
+            (
+                "relay (cuckoo) attacks: evidence from another machine's TPM, unless the quote "
+                "binds the client's key",
+                "parno-cuckoo",
+            ),
             ("no run-time isolation; PCR 23 is resettable by the local OS", "tcg-tpm2"),
         ),
         literature=(),
