@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from fedtee.attest.binding import check_report_data
+from fedtee.attest.binding import DOMAIN_TAG, check_report_data
 from fedtee.attest.model import (
     CollateralSource,
     Evidence,
@@ -449,13 +449,15 @@ def evaluate(
     now: dt.datetime,
     nonce: bytes | None = None,
     public_key: bytes | None = None,
+    domain: bytes = DOMAIN_TAG,
 ) -> Evaluation:
     """Verify, check the nonce/key binding, then appraise. Never raises for bad evidence.
 
     Steps: (1) the policy must accept this TEE type at all, so unknown types are refused
     before any parsing; (2) the backend verifies signatures, chains and collateral at
-    ``now``; (3) report_data must bind ``nonce`` and ``public_key`` when they are given;
-    (4) appraisal against the policy.
+    ``now``; (3) report_data must bind ``nonce`` and ``public_key`` when they are given, in
+    ``domain`` (:data:`~fedtee.attest.binding.SERVER_DOMAIN_TAG` when a client checks the
+    aggregator's evidence); (4) appraisal against the policy.
     """
     from fedtee.attest.registry import verifier_for
 
@@ -479,7 +481,9 @@ def evaluate(
         verified = verifier_for(tee).verify(evidence, trust=trust, collateral=collateral, now=now)
         # 3. binding of nonce and key
         if nonce is not None and public_key is not None:
-            check_report_data(found=verified.report_data, nonce=nonce, public_key=public_key)
+            check_report_data(
+                found=verified.report_data, nonce=nonce, public_key=public_key, domain=domain
+            )
     except AttestationError as exc:
         return Evaluation(result=rejected(exc, tee=tee, now=now), verified=None)
     except ImportError as exc:

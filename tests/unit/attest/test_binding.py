@@ -39,3 +39,27 @@ def test_check_accepts_binding_and_rejects_other_key() -> None:
 def test_short_nonce_is_refused() -> None:
     with pytest.raises(ValueError):
         report_data(nonce=b"short", public_key=KEY)
+
+
+def test_server_domain_never_checks_as_client_domain() -> None:
+    from fedtee.attest.binding import SERVER_DOMAIN_TAG
+
+    server = report_data(nonce=NONCE, public_key=KEY, domain=SERVER_DOMAIN_TAG)
+    assert server != report_data(nonce=NONCE, public_key=KEY)
+    check_report_data(found=server, nonce=NONCE, public_key=KEY, domain=SERVER_DOMAIN_TAG)
+    # Evidence a client made for its enrolment cannot pass as the server's, nor the reverse.
+    with pytest.raises(VerificationError) as err:
+        check_report_data(found=server, nonce=NONCE, public_key=KEY)
+    assert err.value.reason is Reason.REPORT_DATA_MISMATCH
+    with pytest.raises(VerificationError):
+        check_report_data(
+            found=report_data(nonce=NONCE, public_key=KEY),
+            nonce=NONCE,
+            public_key=KEY,
+            domain=SERVER_DOMAIN_TAG,
+        )
+
+
+def test_unknown_domain_is_refused() -> None:
+    with pytest.raises(ValueError, match="domain"):
+        report_data(nonce=NONCE, public_key=KEY, domain=b"fedtee/v1/other")
