@@ -31,6 +31,7 @@ EXIT_REJECTED = 3
 EXIT_UNREACHABLE = 4
 EXIT_TURNED_AWAY = 5
 CHEATS = ("tamper-update",)
+DEVICE_ROOT = "/"  # where --tee auto looks for devices (tests point it at a fake tree)
 
 
 def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
@@ -61,7 +62,20 @@ def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
     if config.tee is TeeType.TPM:
         from fedtee.attest.attesters.tpm import TpmAttester
 
-        return TpmAttester(tcti=config.tcti)
+        ek_chain = b""
+        if config.ek_chain is not None:
+            try:
+                ek_chain = config.ek_chain.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read [tee] ek_chain {config.ek_chain}: {exc}") from exc
+        tpm = TpmAttester(tcti=config.tcti, ek_chain=ek_chain)
+        try:
+            # The code measurement goes into PCR 23 at start: the quote then proves it.
+            tpm.extend_code_pcr(measurement)
+        except BaseException:
+            tpm.close()
+            raise
+        return tpm
     raise ConfigError(f"no attester for TEE type {config.tee.value!r} on a client")
 
 
@@ -89,13 +103,26 @@ def _printer(client_id: str) -> Any:
     return show
 
 
+def detect_tee() -> str:
+    """``--tee auto``: the TEE this machine offers; says which, and why not the others."""
+    from fedtee.attest.attesters import detect_with_reasons
+
+    found = detect_with_reasons(root=DEVICE_ROOT)
+    print(f"fedtee client: --tee auto picked {found.tee}", flush=True)
+    for line in found.skipped:
+        print(f"  not picked: {line}", flush=True)
+    return found.tee
+
+
 def _start(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    config = parse_client_config(text, base_dir=path.resolve().parent, tee_override=args.tee)
+    config = parse_client_config(
+        text, base_dir=path.resolve().parent, tee_override=args.tee, detect_tee=detect_tee
+    )
     trainer = config.trainer.build(
         partition=config.partition, num_partitions=config.num_partitions, seed=config.seed
     )
@@ -158,8 +185,9 @@ def register(subparsers: Any) -> None:
     start.add_argument(
         "--tee",
         default=None,
-        choices=[t.value for t in TeeType],
-        help="override the config's [tee] type (e.g. --tee sim for development)",
+        choices=["auto", *(t.value for t in TeeType)],
+        help="override the config's [tee] type (auto: use the TEE this machine has, never "
+        "sim, and say which; sim: development only)",
     )
     start.add_argument(
         "--cheat",
@@ -172,4 +200,4 @@ def register(subparsers: Any) -> None:
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
 
 
-__all__ = ["build_attester", "connect", "register"]
+__all__ = ["build_attester", "connect", "detect_tee", "register"]

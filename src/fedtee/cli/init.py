@@ -222,10 +222,12 @@ ca_cert = "ca.pem"              # the federation CA that signed the server's cer
 # server_name = "localhost"     # TLS name to expect if it differs from the address host
 
 [tee]
-type = "{tee}"  # sim, sgx, tdx, sev-snp, tpm, cca
+type = "{tee}"  # sim, sgx, tdx, sev-snp, tpm, cca, or auto (what this machine has; never sim)
 {sim_lines}# debug = false                # sim only: claim a debug TEE (policies reject it)
 # svn = 1                       # sim only: security version number
-# tcti = "device:/dev/tpmrm0"   # tpm only: how to reach the TPM
+# tcti = "device:/dev/tpmrm0"   # tpm only: how to reach the TPM (or "swtpm:host=...,port=...")
+# ek_chain = "ek-chain.pem"     # tpm only: PEM intermediates from the EK certificate up to
+#                                 the EK CA the server trusts (the TPM does not store them)
 
 [trainer]
 # The training code. Its module file is measured into the evidence: change one byte and the

@@ -9,7 +9,7 @@ Unknown tables or keys are errors: a typo must not silently fall back to a defau
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ MAX_CONFIG_BYTES = 64 * 1024
 _SCHEMA: dict[str, set[str]] = {
     "client": {"id"},
     "server": {"address", "ca_cert", "server_name"},
-    "tee": {"type", "sim_root_cert", "sim_root_key", "debug", "svn", "tcti"},
+    "tee": {"type", "sim_root_cert", "sim_root_key", "debug", "svn", "tcti", "ek_chain"},
     "trainer": {"target", "partition", "num_partitions", "seed"},
     "runtime": {"max_reconnect_attempts", "backoff_initial_s", "backoff_max_s", "chunk_bytes"},
 }
@@ -47,6 +47,7 @@ class ClientConfig:
     sim_debug: bool
     sim_svn: int
     tcti: str  # tpm only: how to reach the TPM (tpm2-tss TCTI string)
+    ek_chain: Path | None  # tpm only: PEM intermediates between the EK cert and the EK CA
     trainer: TrainerSpec
     partition: int
     num_partitions: int
@@ -68,9 +69,16 @@ def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: 
 
 
 def parse_client_config(
-    text: str, *, base_dir: Path, tee_override: str | None = None
+    text: str,
+    *,
+    base_dir: Path,
+    tee_override: str | None = None,
+    detect_tee: Callable[[], str] | None = None,
 ) -> ClientConfig:
-    """Parse client.toml; ``tee_override`` (``--tee``) replaces ``[tee] type``."""
+    """Parse client.toml; ``tee_override`` (``--tee``) replaces ``[tee] type``.
+
+    A type of ``"auto"`` asks ``detect_tee`` (the CLI passes device detection, which never
+    picks sim) for the TEE name; without ``detect_tee`` it is a :class:`ConfigError`."""
     if len(text.encode()) > MAX_CONFIG_BYTES:
         raise ConfigError(f"client config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -111,6 +119,10 @@ def parse_client_config(
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"[server] address must be host:port, got {address!r}")
     tee_name = tee_override or _get(tee_t, "tee", "type", str, None)
+    if tee_name == "auto":
+        if detect_tee is None:
+            raise ConfigError("[tee] type 'auto' needs device detection (fedtee client start)")
+        tee_name = detect_tee()
     try:
         tee = TeeType.parse(tee_name)
     except FedteeError as exc:
@@ -130,6 +142,7 @@ def parse_client_config(
         sim_debug=_get(tee_t, "tee", "debug", bool, False),
         sim_svn=_get(tee_t, "tee", "svn", int, 1),
         tcti=_get(tee_t, "tee", "tcti", str, "device:/dev/tpmrm0"),
+        ek_chain=path("tee", "ek_chain"),
         trainer=TrainerSpec(target=_get(trainer_t, "trainer", "target", str, None)),
         partition=partition,
         num_partitions=num_partitions,

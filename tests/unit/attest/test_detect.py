@@ -180,3 +180,35 @@ def test_unprivileged_configfs_falls_through_and_says_why(tmp_path: Path) -> Non
     assert "run the client as root" in err.value.message
     add_tpm(tmp_path)
     assert detect(root=tmp_path, filesystem=fake) == "tpm"
+
+
+def test_detection_says_why_every_other_source_was_not_picked(tmp_path: Path) -> None:
+    from fedtee.attest.attesters import detect_with_reasons
+
+    FakeGramine(tmp_path)
+    add_tpm(tmp_path)
+    fake = FakeTsmKernel(tmp_path, provider="tdx_guest")
+
+    found = detect_with_reasons(root=tmp_path, filesystem=fake)
+
+    assert found.tee == "tdx"
+    assert found.skipped == (
+        "gramine: also present (sgx), but configfs-tsm is preferred",
+        "tpm (" + str(tmp_path / "dev/tpmrm0") + "): also present (tpm), but configfs-tsm is "
+        "preferred",
+        "sim: never picked automatically (development only: --tee sim)",
+    )
+
+
+def test_detection_of_a_tpm_lists_the_absent_sources_with_their_paths(tmp_path: Path) -> None:
+    from fedtee.attest.attesters import detect_with_reasons
+
+    add_tpm(tmp_path)
+
+    found = detect_with_reasons(root=tmp_path)
+
+    assert found.tee == "tpm"
+    configfs, gramine, sim = found.skipped
+    assert configfs.startswith("configfs-tsm: ") and str(tmp_path / "sys/kernel") in configfs
+    assert gramine.startswith("gramine: ") and str(tmp_path / "dev/attestation") in gramine
+    assert sim.startswith("sim: never picked")

@@ -73,3 +73,70 @@ def test_one_changed_byte_in_the_trainer_file_changes_the_measurement(tmp_path: 
     assert same == again and len(same) == 48  # same bytes, same names: same measurement
     assert changed != same
     assert other_factory != same
+
+
+# --- --tee auto / type = "auto" -------------------------------------------------------------
+
+
+def test_tee_auto_picks_the_tpm_says_why_not_the_others_and_never_sim(
+    fed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedtee.cli import client as cli_client
+
+    root = tmp_path / "machine"
+    (root / "dev").mkdir(parents=True)
+    (root / "dev" / "tpmrm0").write_bytes(b"")
+    monkeypatch.setattr(cli_client, "DEVICE_ROOT", str(root))
+    # The config says sim and has a sim root: auto must still not pick sim.
+    code = main(["client", "start", "--config", str(fed / "client.toml"), "--tee", "auto"])
+    out = capsys.readouterr().out
+    assert "--tee auto picked tpm" in out
+    lines = [line for line in out.splitlines() if "not picked:" in line]
+    assert any(str(root / "sys/kernel/config/tsm/report") in line for line in lines)
+    assert any(str(root / "dev/attestation") in line for line in lines)
+    assert any("sim: never picked" in line for line in lines)
+    # The fake device node is no TPM: opening it (tcti device:/dev/tpmrm0) fails typed.
+    assert code != 0
+
+
+def test_tee_auto_with_nothing_present_names_the_devices_and_what_to_do(
+    fed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedtee.cli import client as cli_client
+
+    monkeypatch.setattr(cli_client, "DEVICE_ROOT", str(tmp_path / "bare"))
+    text = (fed / "client.toml").read_text().replace('type = "sim"', 'type = "auto"')
+    (fed / "client.toml").write_text(text)
+    assert main(["client", "start", "--config", str(fed / "client.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "device_absent" in err
+    for path in ("sys/kernel/config/tsm/report", "dev/attestation", "dev/tpmrm0"):
+        assert str(tmp_path / "bare" / path) in err
+    assert "tpm_tis" in err and "--tee sim" in err
+
+
+def test_type_auto_without_detection_is_a_config_error(fed: Path) -> None:
+    from fedtee.client.config import parse_client_config
+    from fedtee.errors import ConfigError
+
+    text = (fed / "client.toml").read_text().replace('type = "sim"', 'type = "auto"')
+    with pytest.raises(ConfigError, match="auto"):
+        parse_client_config(text, base_dir=fed)
+
+
+def test_type_auto_resolves_through_detection_on_a_fake_configfs_tree(
+    fed: Path, tmp_path: Path
+) -> None:
+    from fedtee.attest.attesters import detect
+    from fedtee.attest.model import TeeType
+    from fedtee.attest.testing.configfs_tsm import FakeTsmKernel
+    from fedtee.client.config import parse_client_config
+
+    kernel = FakeTsmKernel(tmp_path / "machine", provider="sev_guest")
+    text = (fed / "client.toml").read_text().replace('type = "sim"', 'type = "auto"')
+    config = parse_client_config(
+        text,
+        base_dir=fed,
+        detect_tee=lambda: detect(root=tmp_path / "machine", filesystem=kernel),
+    )
+    assert config.tee is TeeType.SEV_SNP

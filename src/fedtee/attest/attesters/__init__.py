@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,56 +45,86 @@ _PSA_HINT = (
 )
 
 
-def detect(
+@dataclass(frozen=True)
+class Detection:
+    """What :func:`detect_with_reasons` found: the TEE picked, and why each other was not."""
+
+    tee: str
+    skipped: tuple[str, ...]  # one line per TEE source not picked, with the reason
+
+
+def detect_with_reasons(
     *, root: str | os.PathLike[str] = "/", filesystem: DeviceFilesystem | None = None
-) -> str:
-    """The TEE name this machine offers, found in this order:
+) -> Detection:
+    """Probe every TEE source, in this order of preference:
 
     1. configfs-tsm (``sys/kernel/config/tsm/report`` under ``root``) with a provider fedtee
        knows -> ``"tdx"``, ``"sev-snp"`` or ``"cca"``;
     2. Gramine's ``dev/attestation/attestation_type`` saying ``dcap`` -> ``"sgx"``;
     3. a TPM resource-manager device ``dev/tpmrm0`` -> ``"tpm"``.
 
-    Raises :class:`DeviceError` (``DEVICE_ABSENT``) naming everything it looked for.
-    ``filesystem`` is the device filesystem seam used by tests (see
+    The first one present is picked; the others are listed in ``skipped`` (absent, with what
+    was looked for, or present but of lower preference). The simulated TEE is never picked.
+    Raises :class:`DeviceError` (``DEVICE_ABSENT``) naming everything it looked for when no
+    source is present. ``filesystem`` is the device filesystem seam used by tests (see
     :mod:`fedtee.attest.testing.configfs_tsm`).
     """
     from fedtee.attest.attesters import configfs_tsm, gramine
 
     fs: DeviceFilesystem = filesystem if filesystem is not None else OsFilesystem()
-    looked: list[str] = []
+    found: list[tuple[str, str]] = []  # (tee, source) in order of preference
+    absent: list[str] = []
 
     try:
         provider = configfs_tsm.probe_provider(root=root, filesystem=fs)
-        return configfs_tsm.tee_for_provider(provider).value
+        found.append((configfs_tsm.tee_for_provider(provider).value, "configfs-tsm"))
     except DeviceError as exc:
-        looked.append(f"configfs-tsm: {exc.message}")
+        absent.append(f"configfs-tsm: {exc.message}")
 
     try:
         kind = gramine.attestation_type(root=root, filesystem=fs)
     except DeviceError as exc:
-        looked.append(f"gramine: {exc.message}")
+        absent.append(f"gramine: {exc.message}")
     else:
         if kind == "dcap":
-            return TeeType.SGX.value
-        looked.append(
-            f"gramine: {Path(root) / gramine.ATTESTATION_DIR / 'attestation_type'} says "
-            f'{kind!r}, not "dcap" (set sgx.remote_attestation = "dcap" in the manifest)'
-        )
+            found.append((TeeType.SGX.value, "gramine"))
+        else:
+            absent.append(
+                f"gramine: {Path(root) / gramine.ATTESTATION_DIR / 'attestation_type'} says "
+                f'{kind!r}, not "dcap" (set sgx.remote_attestation = "dcap" in the manifest)'
+            )
 
     tpm = Path(root) / TPM_DEVICE
     if fs.exists(tpm):
-        return TeeType.TPM.value
-    looked.append(
-        f"tpm: {tpm} not found (enable the TPM in firmware and load tpm_tis / tpm_crb, or "
-        "use a software TPM through tcti in client.toml's [tee] table)"
-    )
-    raise DeviceError(
-        "no TEE found on this machine. Looked for: "
-        + "; ".join(looked)
-        + ". For development without hardware, use --tee sim.",
-        reason=Reason.DEVICE_ABSENT,
-    )
+        found.append((TeeType.TPM.value, f"tpm ({tpm})"))
+    else:
+        absent.append(
+            f"tpm: {tpm} not found (enable the TPM in firmware and load tpm_tis / tpm_crb, "
+            'or use a software TPM: type = "tpm" with a tcti in client.toml\'s [tee] table)'
+        )
+
+    if not found:
+        raise DeviceError(
+            "no TEE found on this machine. Looked for: "
+            + "; ".join(absent)
+            + ". For development without hardware, use --tee sim.",
+            reason=Reason.DEVICE_ABSENT,
+        )
+    (tee, source), *others = found
+    skipped = [f"{src}: also present ({t}), but {source} is preferred" for t, src in others]
+    skipped += absent
+    skipped.append("sim: never picked automatically (development only: --tee sim)")
+    return Detection(tee=tee, skipped=tuple(skipped))
+
+
+def detect(
+    *, root: str | os.PathLike[str] = "/", filesystem: DeviceFilesystem | None = None
+) -> str:
+    """The TEE name this machine offers (see :func:`detect_with_reasons` for the order).
+
+    Raises :class:`DeviceError` (``DEVICE_ABSENT``) naming everything it looked for.
+    """
+    return detect_with_reasons(root=root, filesystem=filesystem).tee
 
 
 def _configfs(tee: TeeType) -> Callable[..., Attester]:
@@ -162,4 +193,4 @@ def attester_for(tee: str, **options: Any) -> Attester:
     return _BUILDERS[kind](**options)
 
 
-__all__ = ["AUTO", "TPM_DEVICE", "attester_for", "detect"]
+__all__ = ["AUTO", "TPM_DEVICE", "Detection", "attester_for", "detect", "detect_with_reasons"]
