@@ -36,7 +36,7 @@ from fedtee.ledger.log import LedgerWriter
 from fedtee.server.artifacts import ArtifactStore
 from fedtee.server.credentials import CredentialAuthority
 from fedtee.server.gate import EnrolmentGate, Evaluate, GateSettings
-from fedtee.server.rounds import RoundManager, RoundSettings
+from fedtee.server.rounds import FaultHook, RoundManager, RoundSettings
 from fedtee.server.service import FederationService
 from fedtee.server.store import StateStore
 from fedtee.server.strategy import FedAvg, Strategy
@@ -125,8 +125,10 @@ class FederationServer:
         clock: Callable[[], datetime] = utc_now,
         strategy: Strategy | None = None,
         evaluate: Evaluate | None = None,
+        fault_hook: FaultHook | None = None,
     ) -> None:
         self.config = config
+        self._fault_hook = fault_hook  # tests only: see fedtee.server.rounds.FAULT_*
         self._clock = clock
         self._strategy = strategy or FedAvg(clients_per_round=config.rounds.clients_per_round)
         self._evaluate = evaluate
@@ -152,6 +154,9 @@ class FederationServer:
         key = _load_or_create_key(self.paths)
         self.store = StateStore.open(str(self.paths.database))
         artifacts = ArtifactStore(self.paths.artifacts, max_bytes=cfg.limits.max_model_bytes)
+        swept = artifacts.sweep()  # partial uploads a killed process left in artifacts/.tmp
+        if swept:
+            log.info("removed %d partial artifact(s) left by an earlier run", swept)
         if self.paths.ledger.exists() and self.paths.ledger.stat().st_size > 0:
             self.ledger = LedgerWriter.open(self.paths.ledger, server_key=key)
             if self.ledger.federation_id != cfg.federation_id:
@@ -188,6 +193,7 @@ class FederationServer:
             clock=self._clock,
             chunk_bytes=cfg.limits.chunk_bytes,
             max_update_bytes=cfg.limits.max_model_bytes,
+            fault_hook=self._fault_hook,
         )
         self.rounds.start(initial_model=cfg.initial_model)
         service = FederationService(
