@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
-EXTRAS="${FEDTEE_EXTRAS:-dev,demo}"
+EXTRAS="${FEDTEE_EXTRAS:-dev,demo,eval}"
 # The silo profile's tests need PyTorch (the `torch` extra). This exact CPU build is pinned so
 # that a set-up never pulls several GB of another version; set FEDTEE_TORCH= to skip it.
 TORCH_PIN="${FEDTEE_TORCH-torch==2.13.0}"
