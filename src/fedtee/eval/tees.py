@@ -412,7 +412,8 @@ PROFILES: Final[tuple[TeeProfile, ...]] = (
         memory_limits="no TEE-specific limit: realm memory is ordinary memory, isolated by "
         "granule protection checks",
         workload_memory_gib=1024.0,
-        device_classes=frozenset({"gateway", "server"}),
+        # Specified for Armv9-A application processors; no IoT-class part ships with it yet.
+        device_classes=frozenset({"server"}),
         runtime_isolation=True,
         hardware_root=True,
         confidential_gpu=False,
