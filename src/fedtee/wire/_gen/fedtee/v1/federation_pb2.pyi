@@ -162,14 +162,16 @@ class SignedReceipt(_message.Message):
     def __init__(self, receipt: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("receipt", "size", "encoding")
+    __slots__ = ("receipt", "size", "encoding", "offset")
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     receipt: SignedReceipt
     size: int
     encoding: str
-    def __init__(self, receipt: _Optional[_Union[SignedReceipt, _Mapping]] = ..., size: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
+    offset: int
+    def __init__(self, receipt: _Optional[_Union[SignedReceipt, _Mapping]] = ..., size: _Optional[int] = ..., encoding: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -220,3 +222,17 @@ class ServerEvidence(_message.Message):
     public_key: bytes
     challenge_request: _containers.ScalarMap[str, bytes]
     def __init__(self, evidence: _Optional[_Union[Evidence, _Mapping]] = ..., public_key: _Optional[bytes] = ..., challenge_request: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class UploadStatusRequest(_message.Message):
+    __slots__ = ("receipt_hash",)
+    RECEIPT_HASH_FIELD_NUMBER: _ClassVar[int]
+    receipt_hash: bytes
+    def __init__(self, receipt_hash: _Optional[bytes] = ...) -> None: ...
+
+class UploadStatus(_message.Message):
+    __slots__ = ("committed", "size")
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    committed: int
+    size: int
+    def __init__(self, committed: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...

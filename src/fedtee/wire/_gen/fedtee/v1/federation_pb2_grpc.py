@@ -64,6 +64,11 @@ class FederationStub:
                 request_serializer=fedtee_dot_v1_dot_federation__pb2.ServerEvidenceRequest.SerializeToString,
                 response_deserializer=fedtee_dot_v1_dot_federation__pb2.ServerEvidence.FromString,
                 _registered_method=True)
+        self.GetUploadStatus = channel.unary_unary(
+                '/fedtee.v1.Federation/GetUploadStatus',
+                request_serializer=fedtee_dot_v1_dot_federation__pb2.UploadStatusRequest.SerializeToString,
+                response_deserializer=fedtee_dot_v1_dot_federation__pb2.UploadStatus.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -112,6 +117,14 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUploadStatus(self, request, context):
+        """Resumable uploads: how many bytes of the update named by a signed receipt the server
+        already holds from an interrupted SubmitUpdate (0 if none); resume with that offset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +157,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.GetServerEvidence,
                     request_deserializer=fedtee_dot_v1_dot_federation__pb2.ServerEvidenceRequest.FromString,
                     response_serializer=fedtee_dot_v1_dot_federation__pb2.ServerEvidence.SerializeToString,
+            ),
+            'GetUploadStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUploadStatus,
+                    request_deserializer=fedtee_dot_v1_dot_federation__pb2.UploadStatusRequest.FromString,
+                    response_serializer=fedtee_dot_v1_dot_federation__pb2.UploadStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +326,33 @@ class Federation:
             '/fedtee.v1.Federation/GetServerEvidence',
             fedtee_dot_v1_dot_federation__pb2.ServerEvidenceRequest.SerializeToString,
             fedtee_dot_v1_dot_federation__pb2.ServerEvidence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUploadStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtee.v1.Federation/GetUploadStatus',
+            fedtee_dot_v1_dot_federation__pb2.UploadStatusRequest.SerializeToString,
+            fedtee_dot_v1_dot_federation__pb2.UploadStatus.FromString,
             options,
             channel_credentials,
             insecure,
