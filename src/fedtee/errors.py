@@ -126,6 +126,7 @@ class Reason(StrEnum):
     UPDATE_NONFINITE = "update_nonfinite"
     UPDATE_NORM_EXCEEDED = "update_norm_exceeded"
     UPDATE_DUPLICATE = "update_duplicate"
+    UPLOAD_OFFSET_MISMATCH = "upload_offset_mismatch"  # resume offset != bytes the server holds
 
     # --- ledger and storage ------------------------------------------------------------
     LEDGER_MALFORMED = "ledger_malformed"
