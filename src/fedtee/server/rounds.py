@@ -44,8 +44,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from fedtee import tensors
+from numpy.typing import NDArray
+
+from fedtee import codec, tensors
+from fedtee.codec import Encoding
 from fedtee.errors import FedteeError, Reason, StorageError, UpdateRejected
 from fedtee.ledger.log import LedgerWriter, verify_ledger
 from fedtee.ledger.receipts import (
@@ -64,6 +68,7 @@ from fedtee.server.store import (
     StateStore,
 )
 from fedtee.server.strategy import Strategy
+from fedtee.server.uploads import PartialUploads
 from fedtee.tensors import Arrays, ModelSpec
 from fedtee.wire.messages import Task, TaskKind
 
@@ -107,6 +112,10 @@ def _ledger_receipt_hashes(data: bytes) -> set[bytes]:
             )
             found.add(receipt_hash(signed))
     return found
+
+
+class _UploadParked(UpdateRejected):
+    """The stream broke off; what arrived is kept so the client can resume the upload."""
 
 
 class _AlreadyAccepted(Exception):
@@ -159,8 +168,10 @@ class RoundManager:
         max_update_bytes: int = 1 << 32,
         fault_hook: FaultHook | None = None,
         check_receipts: bool = True,
+        uploads: PartialUploads | None = None,
     ) -> None:
         self.federation_id = federation_id
+        self._uploads = uploads if uploads is not None else PartialUploads(artifacts)
         self._fault = fault_hook or (lambda _point: None)
         self._store = store
         self._artifacts = artifacts
@@ -267,6 +278,7 @@ class RoundManager:
         self._next_model = next_model
         self._open = None
         self._rejected_in_round = set()
+        self._uploads.clear()  # partial uploads of a closed round can never complete
         self._selected = frozenset()
         self._delivered = set()
         self._next_round = rnd.number + 1
@@ -356,9 +368,12 @@ class RoundManager:
         signed: SignedReceipt,
         size: int,
         chunks: Iterable[bytes],
+        encoding: Encoding = Encoding.SAFETENSORS,
+        offset: int = 0,
     ) -> SubmitResult:
         """Check, stream in and record one update; rejections are recorded, never raised
-        (except storage failures)."""
+        (except storage failures). ``offset`` > 0 resumes an interrupted upload of the same
+        signed receipt (:mod:`fedtee.server.uploads`); ``encoding`` is :mod:`fedtee.codec`'s."""
         receipt: Receipt | None = None
         try:
             if self._check_receipts:
@@ -366,9 +381,17 @@ class RoundManager:
             else:
                 receipt = Receipt.decode(signed.receipt)
             rnd = self._precheck(client, signed, receipt, size)
-            artifact = self._stream(receipt, size=size, chunks=chunks)
-            arrays = self._artifacts.load_arrays(artifact.digest)
             assert self._spec is not None and self._global is not None
+            bound = codec.max_encoded_size(encoding, self._spec)
+            if size > bound:
+                raise UpdateRejected(
+                    f"{encoding.value} update of {size} bytes exceeds {bound} for this model",
+                    reason=Reason.MESSAGE_TOO_LARGE,
+                )
+            artifact = self._stream(
+                client.id, receipt_hash(signed), receipt, size=size, offset=offset, chunks=chunks
+            )
+            arrays = self._open_update(artifact.digest, encoding)
             tensors.check_update(
                 arrays,
                 spec=self._spec,
@@ -383,8 +406,26 @@ class RoundManager:
                 message=f"already accepted for round {receipt.round} (counted once)",
             )
         except UpdateRejected as exc:
-            self._reject(client, signed, receipt, exc)
+            # A parked upload is not a rejection of the receipt: it may yet be resumed.
+            parked = isinstance(exc, _UploadParked)
+            self._reject(client, signed, None if parked else receipt, exc)
             return SubmitResult(accepted=False, reason=exc.reason, message=exc.message)
+
+    def _open_update(
+        self, digest: bytes, encoding: Encoding | None = None
+    ) -> Mapping[str, NDArray[Any]]:
+        """A stored update as named arrays, decoded tensor by tensor as they are read."""
+        assert self._spec is not None and self._global is not None
+        return codec.open_update(
+            self._artifacts.read_bytes(digest),
+            spec=self._spec,
+            global_arrays=self._global,
+            encoding=encoding,
+        )
+
+    def upload_status(self, client: ClientRecord, key: bytes) -> tuple[int, int]:
+        """(bytes held, declared size) of ``client``'s interrupted upload ``key``."""
+        return self._uploads.status(client_id=client.id, key=key, now_ms=_ms(self._clock()))
 
     def _precheck(
         self, client: ClientRecord, signed: SignedReceipt, receipt: Receipt, size: int
@@ -430,10 +471,22 @@ class RoundManager:
                 )
             return rnd
 
-    def _stream(self, receipt: Receipt, *, size: int, chunks: Iterable[bytes]) -> Artifact:
+    def _stream(
+        self,
+        client_id: str,
+        key: bytes,
+        receipt: Receipt,
+        *,
+        size: int,
+        offset: int,
+        chunks: Iterable[bytes],
+    ) -> Artifact:
+        writer = self._uploads.open(
+            client_id=client_id, key=key, size=size, offset=offset, now_ms=_ms(self._clock())
+        )
         prefix = bytearray()
-        header_ok = False
-        with self._artifacts.writer(max_bytes=size) as writer:
+        header_ok = offset > 0  # only uploads whose header was checked are ever parked
+        try:
             for chunk in chunks:
                 writer.write(chunk)  # MESSAGE_TOO_LARGE past the declared size
                 if not header_ok:
@@ -446,9 +499,28 @@ class RoundManager:
                     f"update stream ended after {writer.size} of {size} bytes",
                     reason=Reason.STREAM_STALLED,
                 )
-            return writer.commit(
-                expected_digest=receipt.update_digest if self._check_receipts else None
-            )
+        except UpdateRejected as exc:
+            if exc.reason is Reason.STREAM_STALLED and header_ok:
+                held = writer.size
+                if self._uploads.park(
+                    client_id=client_id,
+                    key=key,
+                    size=size,
+                    writer=writer,
+                    now_ms=_ms(self._clock()),
+                ):
+                    raise _UploadParked(
+                        f"{exc.message}; {held} bytes kept for a resumed upload",
+                        reason=Reason.STREAM_STALLED,
+                    ) from exc
+            writer.abort()
+            raise
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit(
+            expected_digest=receipt.update_digest if self._check_receipts else None
+        )
 
     def _record(
         self,
@@ -634,7 +706,7 @@ class RoundManager:
                 self._strategy.begin(self._spec)
                 for upd in updates:
                     self._strategy.accumulate(
-                        self._artifacts.load_arrays(upd.update_digest), upd.num_examples
+                        self._open_update(upd.update_digest), upd.num_examples
                     )
                 output = self._artifacts.put(tensors.encode(self._strategy.finalize())).digest
                 self._ledger.aggregation(
