@@ -280,20 +280,28 @@ def _parent_map() -> dict[int, int]:
     return out
 
 
-def tree_pids(root: int) -> list[int]:
-    """``root`` and all its live descendants (empty if ``root`` has exited)."""
-    parents = _parent_map()
-    if root not in parents:
-        return []
+def _children_map(parents: dict[int, int]) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
+    return children
+
+
+def _descend(root: int, parents: dict[int, int], children: dict[int, list[int]]) -> list[int]:
+    if root not in parents:
+        return []
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
         out.append(pid)
         todo.extend(children.get(pid, ()))
     return out
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its live descendants (empty if ``root`` has exited)."""
+    parents = _parent_map()
+    return _descend(root, parents, _children_map(parents))
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -304,11 +312,13 @@ def tree_rss_bytes(root: int) -> int:
 class TreeSampler:
     """Peak memory of one or more process trees, sampled from /proc in a thread.
 
-    Every ``interval`` seconds it sums VmRSS over the live processes of all the trees
-    (``peak_rss``: the highest such sum, a lower bound of the true peak) and sums each live
-    process's VmHWM (``peak_hwm``: the highest such sum, an upper bound, since it also
-    catches peaks between samples). Processes seen come and go; ``pids_seen`` counts them.
-    Use as a context manager, or ``start()``/``stop()``; ``add(pid)`` adds another root.
+    Every ``interval`` seconds it reads /proc once and, for each root, sums VmRSS over the
+    live processes of its tree: ``peak_by_root[root]`` is the highest such sum (a lower
+    bound of that tree's true peak: a spike between samples can be missed) and
+    ``hwm_by_root[root]`` the highest sum of the live processes' VmHWM (an upper bound: each
+    process's own peak, even between samples, added up as if simultaneous). ``peak_rss`` /
+    ``peak_hwm`` are the same over all roots together. ``add(pid)`` adds a root at any time.
+    Use as a context manager, or ``start()``/``stop()``.
     """
 
     def __init__(self, *roots: int, interval: float = 0.05) -> None:
@@ -316,7 +326,10 @@ class TreeSampler:
         self.interval = interval
         self.peak_rss = 0
         self.peak_hwm = 0
+        self.peak_by_root: dict[int, int] = {}
+        self.hwm_by_root: dict[int, int] = {}
         self.pids_seen: set[int] = set()
+        self.samples = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -326,19 +339,31 @@ class TreeSampler:
             self.roots.append(pid)
 
     def sample(self) -> int:
-        """Take one sample now; returns the summed VmRSS of the trees."""
+        """Take one sample now; returns the summed VmRSS of all the trees."""
         with self._lock:
             roots = list(self.roots)
-        pids: set[int] = set()
+        parents = _parent_map()
+        children = _children_map(parents)
+        total_rss = total_hwm = 0
+        seen: set[int] = set()
+        per_root: dict[int, tuple[int, int]] = {}
         for root in roots:
-            pids.update(tree_pids(root))
-        rss = sum(rss_bytes(p) for p in pids)
-        hwm = sum(hwm_bytes(p) for p in pids)
+            pids = [p for p in _descend(root, parents, children) if p not in seen]
+            seen.update(pids)
+            rss = sum(rss_bytes(p) for p in pids)
+            hwm = sum(hwm_bytes(p) for p in pids)
+            per_root[root] = (rss, hwm)
+            total_rss += rss
+            total_hwm += hwm
         with self._lock:
-            self.pids_seen |= pids
-            self.peak_rss = max(self.peak_rss, rss)
-            self.peak_hwm = max(self.peak_hwm, hwm)
-        return rss
+            self.samples += 1
+            self.pids_seen |= seen
+            self.peak_rss = max(self.peak_rss, total_rss)
+            self.peak_hwm = max(self.peak_hwm, total_hwm)
+            for root, (rss, hwm) in per_root.items():
+                self.peak_by_root[root] = max(self.peak_by_root.get(root, 0), rss)
+                self.hwm_by_root[root] = max(self.hwm_by_root.get(root, 0), hwm)
+        return total_rss
 
     def _run(self) -> None:
         while not self._stop.is_set():

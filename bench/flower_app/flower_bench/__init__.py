@@ -1,0 +1,1 @@
+"""The benchmark workload on Flower (see bench/bench_flower.py)."""
