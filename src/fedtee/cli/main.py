@@ -16,7 +16,16 @@ from fedtee import __version__
 from fedtee.errors import FedteeError
 
 # Module names under fedtee.cli, each with register(subparsers: argparse._SubParsersAction).
-_GROUPS: tuple[str, ...] = ("ledger", "policy", "init", "client", "server", "demo", "eval")
+_GROUPS: tuple[str, ...] = (
+    "ledger",
+    "policy",
+    "init",
+    "client",
+    "server",
+    "demo",
+    "eval",
+    "attest",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
