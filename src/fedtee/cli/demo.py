@@ -19,9 +19,20 @@ What it does, in order:
    accuracy), prints every rejection with its reason code, then the final accuracy.
 5. Verifies the server's ledger offline (``fedtee ledger verify``) and prints the lineage.
 
-Exit code 0 only if the honest federation reached ``--target`` accuracy and both cheaters were
-rejected with their reasons; 1 otherwise. Every result here is from the SIMULATED TEE: nothing
-is hardware-backed, and the display says so.
+Exit code 0 only if the honest federation reached ``--target`` accuracy, every honest client
+enrolled, and both cheaters were rejected with their reasons; 1 otherwise.
+
+``--tee sim`` (the default): every result is from the SIMULATED TEE, nothing is
+hardware-backed, and the display says so.
+
+``--tee tpm``: every client gets its own software TPM (swtpm, a real TPM 2.0 implementation),
+provisioned with an EK certificate from a local EK CA made for this demo (``ek-ca/`` in the
+work directory); the server's ``tpm_ek_ca`` trusts that CA explicitly, and its policy lists the
+honest trainer's PCR 23 value. Clients extend PCR 23 with their code measurement, prove their
+AK is bound to the EK (credential activation) and enrol on a verified TPM quote;
+``cheater-modified``'s PCR 23 differs, so it is rejected (``measurement_not_allowed``). Needs
+swtpm, swtpm-tools and tpm2-pytss (scripts/setup.sh installs them when run as root). Every
+swtpm is stopped at exit, on Ctrl-C and on errors.
 """
 
 from __future__ import annotations
@@ -39,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fedtee.cli.init import InitOptions, client_toml, init_federation
-from fedtee.errors import ConfigError, FedteeError
+from fedtee.cli.init import InitOptions, client_toml, init_federation, trainer_measurement
+from fedtee.errors import ConfigError, DeviceError, FedteeError, Reason
 from fedtee.server.app import StatePaths
 
 HONEST_TRAINER = "fedtee.client.examples.digits:DigitsTrainer"
@@ -53,6 +64,8 @@ TAMPER_REASONS = frozenset(
     {"update_digest_mismatch", "receipt_signature_invalid", "receipt_malformed"}
 )
 MODIFIED_REASON = "measurement_not_allowed"
+TEES = ("sim", "tpm")
+EK_CA_DIR = "ek-ca"  # the demo's local EK CA (swtpm_localca), under the work directory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +93,9 @@ class DemoState:
     accuracy: float | None = None
     accuracy_digest: bytes | None = None
     finished: bool = False
+    # client id -> (tee, hardware_backed, platform id, code measurement) as the server
+    # recorded them at enrolment (only after the evidence verified and the policy accepted it)
+    enrolments: dict[str, tuple[str, bool, bytes | None, bytes]] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -112,25 +128,90 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], *, timeout_s: float
     raise ConfigError(f"the server did not listen on port {port} within {timeout_s:.0f}s")
 
 
-def _write_client_configs(workdir: Path, opts: DemoOptions, init: InitOptions) -> dict[str, Path]:
-    """One config per client: honest ones get one data share each; cheaters reuse share 0."""
-    out: dict[str, Path] = {}
-    shares = InitOptions(**{**init.__dict__, "clients_per_round": opts.clients})
-    for k in range(opts.clients):
-        cid = f"client-{k + 1}"
-        out[cid] = workdir / f"{cid}.toml"
-        out[cid].write_text(
-            client_toml(shares, client_id=cid, partition=k, seed=opts.seed), encoding="utf-8"
-        )
-    tamper = client_toml(shares, client_id=TAMPER_ID, partition=0, seed=opts.seed)
-    out[TAMPER_ID] = workdir / f"{TAMPER_ID}.toml"
-    out[TAMPER_ID].write_text(tamper, encoding="utf-8")
-    modified = client_toml(shares, client_id=MODIFIED_ID, partition=0, seed=opts.seed).replace(
-        HONEST_TRAINER, MODIFIED_TRAINER
+def client_ids(opts: DemoOptions) -> list[str]:
+    """Honest clients first, then the two cheaters."""
+    return [*(f"client-{k + 1}" for k in range(opts.clients)), TAMPER_ID, MODIFIED_ID]
+
+
+def _tpm_tee_table(tpm: Any) -> str:
+    """client.toml's [tee] lines for a client on its own swtpm, trusting the demo's EK CA."""
+    return (
+        'type = "tpm"\n'
+        f'tcti = "{tpm.tcti}"   # this client\'s own swtpm\n'
+        f'ek_chain = "{EK_CA_DIR}/issuercert.pem"   # the local CA\'s EK-signing intermediate\n'
     )
-    out[MODIFIED_ID] = workdir / f"{MODIFIED_ID}.toml"
-    out[MODIFIED_ID].write_text(modified, encoding="utf-8")
+
+
+def _write_client_configs(
+    workdir: Path, opts: DemoOptions, init: InitOptions, tpms: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """One config per client: honest ones get one data share each; cheaters reuse share 0.
+    With ``tpms`` (client id -> running swtpm), each client attests with its own TPM."""
+    out: dict[str, Path] = {}
+    tpms = tpms or {}
+    shares = InitOptions(**{**init.__dict__, "clients_per_round": opts.clients})
+    for k, cid in enumerate(client_ids(opts)):
+        text = client_toml(
+            shares, client_id=cid, partition=k if k < opts.clients else 0, seed=opts.seed
+        )
+        if cid == MODIFIED_ID:
+            text = text.replace(HONEST_TRAINER, MODIFIED_TRAINER)
+        if cid in tpms:
+            lines = text.splitlines(keepends=True)
+            at = next(i for i, line in enumerate(lines) if line.startswith("type = "))
+            lines[at] = _tpm_tee_table(tpms[cid])
+            text = "".join(lines)
+        out[cid] = workdir / f"{cid}.toml"
+        out[cid].write_text(text, encoding="utf-8")
     return out
+
+
+def tpm_policy(measurement: bytes) -> str:
+    """A policy that admits TPM clients whose PCR 23 holds ``measurement`` (nothing else)."""
+    from fedtee.attest.verify.tpm import CODE_PCR, code_pcr_value
+
+    return (
+        "# fedtee demo --tee tpm: TPM 2.0 clients only. The EK must chain to a CA in\n"
+        "# server.toml's tpm_ek_ca (here the demo's local swtpm EK CA), and PCR 23 must hold\n"
+        f"# the honest trainer's code measurement: {HONEST_TRAINER}\n"
+        "version = 1\n\n"
+        "[tee.tpm]\n"
+        'accepted_tcb = ["NotApplicable"]   # TPM quotes carry no TCB level\n\n'
+        "[tee.tpm.reference]\n"
+        f"# SHA-256 of PCR {CODE_PCR} after reset + one extend with SHA-256(measurement)\n"
+        f'pcr{CODE_PCR} = ["{code_pcr_value(measurement).hex()}"]\n'
+    )
+
+
+def _provision_tpms(workdir: Path, ids: list[str], console: Any) -> dict[str, Any]:
+    """One provisioned, running swtpm per client, all certified by one local EK CA."""
+    from fedtee.attest.swtpm import Swtpm, swtpm_missing
+
+    why = swtpm_missing()
+    if why is not None:
+        raise DeviceError(
+            f"--tee tpm needs swtpm and tpm2-pytss: {why}", reason=Reason.DEVICE_ABSENT
+        )
+    ca_dir = workdir / EK_CA_DIR
+    tpms: dict[str, Any] = {}
+    try:
+        for cid in ids:
+            tpm = Swtpm.provision(workdir / "tpm" / cid, ca_dir=ca_dir)
+            tpms[cid] = tpm
+            tpm.start()
+    except BaseException:
+        _stop_tpms(tpms)
+        raise
+    console.print(
+        f"{len(tpms)} swtpm TPMs provisioned (EK certificates from the local CA in {ca_dir}), "
+        f"on loopback ports {', '.join(str(t.port) for t in tpms.values())}"
+    )
+    return tpms
+
+
+def _stop_tpms(tpms: dict[str, Any]) -> None:
+    for tpm in tpms.values():
+        tpm.stop()
 
 
 class _Observer:
@@ -168,6 +249,9 @@ class _Observer:
         state.completed_rounds = len(done)
         clients = store.list_clients(fid)
         state.enrolled = {c.id for c in clients}
+        state.enrolments = {
+            c.id: (c.tee, c.hardware_backed, c.platform_id, c.measurement) for c in clients
+        }
         state.quarantined = {c.id for c in clients if c.quarantined}
         state.accepted_updates = sum(store.count_updates(fid, r.number) for r in rounds)
         fed = store.get_federation(fid)
@@ -202,7 +286,12 @@ def _enrolled(state: DemoState) -> str:
 def _table(state: DemoState, opts: DemoOptions) -> Any:
     from rich.table import Table
 
-    table = Table(title="fedtee demo: SIMULATED TEE, not hardware-backed", title_style="bold")
+    title = (
+        "fedtee demo: TPM 2.0 quotes from swtpm (software TPMs, local EK CA)"
+        if opts.tee == "tpm"
+        else "fedtee demo: SIMULATED TEE, not hardware-backed"
+    )
+    table = Table(title=title, title_style="bold")
     table.add_column("round")
     table.add_column("enrolled clients")
     table.add_column("accepted updates")
@@ -238,10 +327,13 @@ class DemoOutcome:
     ledger_ok: bool
     rounds_completed: int
     workdir: Path
+    honest_enrolled_on: tuple[str, ...] = ()  # honest clients enrolled with the demo's TEE
+    honest_clients: int = 0
 
     def success(self, target: float) -> bool:
         return (
-            self.accuracy is not None
+            len(self.honest_enrolled_on) == self.honest_clients
+            and self.accuracy is not None
             and self.accuracy >= target
             and self.tamper_rejected is not None
             and self.modified_rejected is not None
@@ -250,19 +342,31 @@ class DemoOutcome:
 
 
 def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
-    if opts.tee != "sim":
-        raise ConfigError("the demo runs on the simulated TEE only (--tee sim)")
+    if opts.tee not in TEES:
+        raise ConfigError(f"the demo runs on {' or '.join(TEES)} (--tee), not {opts.tee!r}")
     if not 1 <= opts.clients <= 50 or not 1 <= opts.rounds <= 1000:
         raise ConfigError("--clients must be 1..50 and --rounds 1..1000")
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="fedtee-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    tpms: dict[str, Any] = {}
+    try:
+        if opts.tee == "tpm":
+            tpms = _provision_tpms(workdir, client_ids(opts), console)
+        return _run_federation(opts, workdir, tpms, console)
+    finally:
+        _stop_tpms(tpms)  # also on Ctrl-C (KeyboardInterrupt) and on errors
+
+
+def _run_federation(
+    opts: DemoOptions, workdir: Path, tpms: dict[str, Any], console: Any
+) -> DemoOutcome:
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     port = _free_port()
     init = InitOptions(
         directory=workdir,
         federation_id="fedtee-demo",
-        with_sim=True,
+        with_sim=opts.tee == "sim",
         port=port,
         rounds=opts.rounds,
         # Every enrolled client (the tamperer too, until it is caught) is asked each round.
@@ -273,16 +377,23 @@ def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
     init_federation(init)
     server_toml = workdir / "server.toml"
     text = server_toml.read_text(encoding="utf-8")
-    server_toml.write_text(
-        # Short waits: everyone is on this machine. A round in which the tamperer was asked
-        # runs to its deadline (its update never arrives in acceptable form); later rounds,
-        # with only honest clients, close as soon as all of them have sent their update.
-        text.replace("round_timeout_s = 60", f"round_timeout_s = {opts.round_timeout_s}").replace(
-            "start_wait_s = 10", f"start_wait_s = {opts.start_wait_s}"
-        ),
-        encoding="utf-8",
-    )
-    configs = _write_client_configs(workdir, opts, init)
+    # Short waits: everyone is on this machine. A round in which the tamperer was asked
+    # runs to its deadline (its update never arrives in acceptable form); later rounds,
+    # with only honest clients, close as soon as all of them have sent their update.
+    text = text.replace("round_timeout_s = 60", f"round_timeout_s = {opts.round_timeout_s}")
+    text = text.replace("start_wait_s = 10", f"start_wait_s = {opts.start_wait_s}")
+    if tpms:
+        text = text.replace(
+            "[attestation]\n",
+            "[attestation]\n"
+            f'tpm_ek_ca = ["{EK_CA_DIR}/swtpm-localca-rootca-cert.pem"]  # the local EK CA\n',
+            1,
+        )
+        (workdir / "policy.toml").write_text(
+            tpm_policy(trainer_measurement(HONEST_TRAINER)), encoding="utf-8"
+        )
+    server_toml.write_text(text, encoding="utf-8")
+    configs = _write_client_configs(workdir, opts, init, tpms)
     console.print(f"[bold]fedtee demo[/] in {workdir} (server on 127.0.0.1:{port}, TLS)")
     console.print(
         f"{opts.clients} honest clients, {TAMPER_ID} (changes its update after signing), "
@@ -327,7 +438,9 @@ def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
     honest_rejected = [(c, r) for c, r, _ in state.rejections if c not in (TAMPER_ID, MODIFIED_ID)]
     if honest_rejected:
         console.print(f"[red]honest clients were rejected: {honest_rejected}[/]")
+    _enrolment_table(state, opts, console)
     ledger_ok = _verify_ledger(workdir, console)
+    honest = client_ids(opts)[: opts.clients]
     outcome = DemoOutcome(
         accuracy=state.accuracy,
         tamper_rejected=tamper,
@@ -335,9 +448,35 @@ def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
         ledger_ok=ledger_ok,
         rounds_completed=state.completed_rounds,
         workdir=workdir,
+        honest_enrolled_on=tuple(
+            sorted(c for c in honest if state.enrolments.get(c, ("",))[0] == opts.tee)
+        ),
+        honest_clients=opts.clients,
     )
     _summary(outcome, opts, console)
     return outcome
+
+
+def _enrolment_table(state: DemoState, opts: DemoOptions, console: Any) -> None:
+    """Who enrolled, on what evidence, as the server recorded it after verification."""
+    from rich.table import Table
+
+    what = "verified TPM 2.0 quote" if opts.tee == "tpm" else "SIMULATED evidence"
+    table = Table(title=f"enrolments (each on a {what}, appraised against the policy)")
+    table.add_column("client")
+    table.add_column("TEE")
+    table.add_column("platform (EK SHA-256)" if opts.tee == "tpm" else "platform")
+    table.add_column("code (PCR 23)" if opts.tee == "tpm" else "code measurement")
+    for cid in client_ids(opts):
+        record = state.enrolments.get(cid)
+        if record is None:
+            table.add_row(cid, "-", "not enrolled", "-")
+            continue
+        tee, hardware, platform, measurement = record
+        label = tee if hardware else f"{tee} (SIMULATED)"
+        platform_hex = platform.hex()[:16] + "..." if platform else "-"
+        table.add_row(cid, label, platform_hex, measurement.hex()[:16] + "...")
+    console.print(table)
 
 
 def _status_line(state: DemoState, opts: DemoOptions) -> str:
@@ -428,8 +567,22 @@ def _summary(outcome: DemoOutcome, opts: DemoOptions, console: Any) -> None:
     ):
         verdict = f"rejected: {reason}" if reason else f"NOT rejected (expected {expected})"
         console.print(f"{who}: {verdict}")
+    enrolled = len(outcome.honest_enrolled_on)
+    evidence = "a verified TPM quote" if opts.tee == "tpm" else "simulated evidence"
+    console.print(f"honest clients enrolled on {evidence}: {enrolled} of {outcome.honest_clients}")
     console.print(f"ledger: {'verifies' if outcome.ledger_ok else 'DOES NOT VERIFY'}")
-    console.print("all attestation results above are SIMULATED (not hardware-backed)")
+    if opts.tee == "tpm":
+        console.print(
+            "TPM quotes verified against the demo's local swtpm EK CA: real TPM 2.0 protocol, "
+            "but software TPMs (their keys are in files, not hardware)"
+        )
+    else:
+        console.print("all attestation results above are SIMULATED (not hardware-backed)")
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -447,11 +600,16 @@ def _run(args: argparse.Namespace) -> int:
         live=not args.no_live,
     )
     console = Console()
+    # SIGTERM unwinds like Ctrl-C, so every process the demo started (server, clients,
+    # swtpms) is stopped by the finally blocks on the way out.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         outcome = run_demo(opts, console=console)
     except FedteeError as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if opts.workdir is None:
         if args.keep:
             console.print(f"files, state and logs kept in {outcome.workdir}")
@@ -472,7 +630,12 @@ def register(subparsers: Any) -> None:
         "--clients", type=int, default=5, help="honest client processes (default 5)"
     )
     parser.add_argument(
-        "--tee", default="sim", choices=["sim"], help="TEE backend (the demo needs sim)"
+        "--tee",
+        default="sim",
+        choices=TEES,
+        help="sim: the simulated TEE (default); tpm: one swtpm per client, provisioned with an "
+        "EK certificate from a local EK CA the server trusts, so every client enrols on a real "
+        "TPM 2.0 quote (needs swtpm, swtpm-tools and tpm2-pytss: scripts/setup.sh as root)",
     )
     parser.add_argument(
         "--workdir",
