@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +137,67 @@ def encode_pure(
     arrays: Mapping[str, NDArray[Any]], *, metadata: Mapping[str, str] | None = None
 ) -> bytes:
     """safetensors bytes written with numpy and json only (no safetensors package)."""
+    return encode_stream(arrays, metadata=metadata).tobytes()
+
+
+class EncodedArrays:
+    """safetensors bytes as a sequence of parts that are never joined: the 8-byte length and
+    JSON header, then each tensor's own memory. Hashing (:meth:`digest`) and sending
+    (:meth:`chunks`) walk the parts, so a model of any size is encoded, digested and streamed
+    with no second model-sized buffer. The parts are views: the arrays must not change while
+    this object is in use.
+    """
+
+    def __init__(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
+        self._parts = tuple(memoryview(p).cast("B") for p in parts)
+        self.size = sum(len(p) for p in self._parts)
+
+    @classmethod
+    def of_bytes(cls, data: bytes | bytearray | memoryview) -> EncodedArrays:
+        """Bytes that are already encoded (e.g. a compressed update) in the same interface."""
+        return cls([data])
+
+    def digest(self) -> bytes:
+        """SHA-256 of the bytes, equal to :func:`digest` of :meth:`tobytes`."""
+        hashed = StreamingDigest()
+        for part in self._parts:
+            hashed.update(part)
+        return hashed.digest()
+
+    def chunks(self, chunk_bytes: int, *, offset: int = 0) -> Iterator[bytes]:
+        """The bytes from ``offset`` as chunks of exactly ``chunk_bytes`` (the last shorter)."""
+        if chunk_bytes < 1 or not 0 <= offset <= self.size:
+            raise ValueError(f"chunk_bytes {chunk_bytes} / offset {offset} out of range")
+        pending = bytearray()
+        skip = offset
+        for part in self._parts:
+            if skip >= len(part):
+                skip -= len(part)
+                continue
+            view, skip = part[skip:], 0
+            while view:
+                if not pending and len(view) >= chunk_bytes:
+                    yield bytes(view[:chunk_bytes])  # the common case: no staging copy
+                    view = view[chunk_bytes:]
+                    continue
+                take = chunk_bytes - len(pending)
+                pending += view[:take]
+                view = view[take:]
+                if len(pending) == chunk_bytes:
+                    yield bytes(pending)
+                    pending.clear()
+        if pending:
+            yield bytes(pending)
+
+    def tobytes(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def encode_stream(
+    arrays: Mapping[str, NDArray[Any]], *, metadata: Mapping[str, str] | None = None
+) -> EncodedArrays:
+    """The safetensors encoding of ``arrays`` (byte-identical to :func:`encode`) as parts
+    that share the arrays' memory where they are already little-endian and C-contiguous."""
     entries: list[tuple[str, str, NDArray[Any]]] = []
     for name, array in arrays.items():
         arr = np.asarray(array)
@@ -159,8 +220,12 @@ def encode_pure(
         offset += arr.nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-(len(text)) % 8)  # the data section starts 8-byte aligned
-    return b"".join(
-        [_HEADER_LEN.pack(len(text)), text, *(arr.tobytes(order="C") for _, _, arr in entries)]
+    # reshape(-1) of a C-contiguous array is a view; uint8 makes every part a flat byte run.
+    return EncodedArrays(
+        [
+            _HEADER_LEN.pack(len(text)) + text,
+            *(arr.reshape(-1).view(np.uint8).data for _, _, arr in entries),
+        ]
     )
 
 
@@ -447,6 +512,7 @@ def check_update(
 __all__ = [
     "DEFAULT_LIMITS",
     "Arrays",
+    "EncodedArrays",
     "Header",
     "Limits",
     "ModelSpec",
@@ -459,6 +525,7 @@ __all__ = [
     "digest",
     "encode",
     "encode_pure",
+    "encode_stream",
     "header_from_prefix",
     "parse_header",
 ]

@@ -18,13 +18,17 @@ import hmac
 import mmap
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from fedtee.errors import Reason, StorageError, UpdateRejected
-from fedtee.tensors import DEFAULT_LIMITS, Arrays, Limits, StreamingDigest, decode, digest
+from fedtee.tensors import DEFAULT_LIMITS, Arrays, Limits, StreamingDigest, decode
 
 SUFFIX = ".safetensors"
 DEFAULT_MAX_BYTES = 4 << 30
@@ -54,6 +58,62 @@ def _storage_error(action: str, exc: OSError) -> StorageError:
     if exc.errno == errno.ENOSPC:
         return StorageError(f"no space left on device while {action}", reason=Reason.STORAGE_FAILED)
     return StorageError(f"{action} failed: {exc}", reason=Reason.STORAGE_FAILED)
+
+
+RELEASE_EVERY = 64 << 20  # bytes read between drops of a map's resident pages
+_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+
+
+class MappedArtifact:
+    """A read-only memory map of one artifact, and a way to drop its resident pages.
+
+    Pages of a file map count in the process's resident set once read. :meth:`release` tells
+    the kernel this process no longer needs them (``MADV_DONTNEED``): they stay in the page
+    cache and a later read of the same bytes faults them back in, unchanged (a read-only
+    shared file map), so views taken earlier remain valid. Reading a large artifact tensor by
+    tensor, releasing between tensors, keeps about one tensor resident instead of the file.
+    """
+
+    def __init__(self, mapped: mmap.mmap) -> None:
+        self.mmap = mapped
+        self.size = len(mapped)
+
+    @property
+    def view(self) -> memoryview:
+        return memoryview(self.mmap)
+
+    def release(self) -> None:
+        if _DONTNEED is not None and not self.mmap.closed:
+            self.mmap.madvise(_DONTNEED)
+
+    def digest(self) -> bytes:
+        """SHA-256 of the whole map, releasing pages window by window."""
+        hashed = StreamingDigest()
+        with memoryview(self.mmap) as view:
+            for start in range(0, self.size, RELEASE_EVERY):
+                hashed.update(view[start : start + RELEASE_EVERY])
+                self.release()
+        return hashed.digest()
+
+
+class ReleasingArrays(Mapping[str, NDArray[Any]]):
+    """Named views into a :class:`MappedArtifact`; each lookup first releases the map's
+    resident pages, so a caller that walks the tensors one at a time (aggregation, update
+    checks) holds about one tensor of the file in memory, however large the model."""
+
+    def __init__(self, arrays: Mapping[str, NDArray[Any]], mapped: MappedArtifact) -> None:
+        self._arrays = arrays
+        self._mapped = mapped
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        self._mapped.release()
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
 
 
 class ArtifactWriter:
@@ -180,23 +240,30 @@ class ArtifactStore:
             ) from exc
         return Artifact(digest=digest_, path=path, size=size)
 
-    def open_mapped(self, digest_: bytes, *, verify: bool = True) -> mmap.mmap:
-        """A read-only memory map of the artifact; the caller closes it.
+    def map(self, digest_: bytes, *, verify: bool = True) -> MappedArtifact:
+        """A read-only memory map of the artifact whose resident pages can be dropped.
 
-        With ``verify`` the content is re-hashed so a corrupted file is never served.
+        With ``verify`` the content is re-hashed (window by window, releasing each window's
+        pages) so a corrupted file is never read.
         """
         artifact = self.get(digest_)
         if artifact.size == 0:
             raise StorageError(f"artifact {digest_.hex()} is empty", reason=Reason.STORAGE_CORRUPT)
         with open(artifact.path, "rb") as fh:
-            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        if verify and not hmac.compare_digest(digest(memoryview(mapped)), digest_):
-            mapped.close()
+            mapped = MappedArtifact(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        if verify and not hmac.compare_digest(mapped.digest(), digest_):
             raise StorageError(
                 f"artifact {digest_.hex()} does not match its digest",
                 reason=Reason.STORAGE_CORRUPT,
             )
         return mapped
+
+    def open_mapped(self, digest_: bytes, *, verify: bool = True) -> mmap.mmap:
+        """A read-only memory map of the artifact; the caller closes it.
+
+        With ``verify`` the content is re-hashed so a corrupted file is never served.
+        """
+        return self.map(digest_, verify=verify).mmap
 
     def read_bytes(self, digest_: bytes) -> bytes:
         mapped = self.open_mapped(digest_)
@@ -206,20 +273,35 @@ class ArtifactStore:
             mapped.close()
 
     def iter_chunks(self, digest_: bytes, *, chunk_size: int, offset: int = 0) -> Iterable[bytes]:
-        """Chunks of the artifact from ``offset`` (for resumable downloads)."""
-        mapped = self.open_mapped(digest_)
+        """Chunks of the artifact from ``offset`` (for resumable downloads); the pages already
+        sent are released as it goes, so serving a model never holds all of it resident."""
+        mapped = self.map(digest_)
         try:
-            for start in range(offset, len(mapped), chunk_size):
-                yield bytes(mapped[start : start + chunk_size])
+            since_release = 0
+            for start in range(offset, mapped.size, chunk_size):
+                yield bytes(mapped.mmap[start : start + chunk_size])
+                since_release += chunk_size
+                if since_release >= RELEASE_EVERY:
+                    mapped.release()
+                    since_release = 0
         finally:
-            mapped.close()
+            mapped.mmap.close()
+
+    def map_arrays(
+        self, digest_: bytes, *, verify: bool = True, limits: Limits = DEFAULT_LIMITS
+    ) -> Mapping[str, NDArray[Any]]:
+        """The artifact's tensors as read-only views of a memory map, read one at a time:
+        reading a tensor first drops the resident pages of those read before (see
+        :class:`ReleasingArrays`). Nothing is copied; the map lives as long as the views."""
+        mapped = self.map(digest_, verify=verify)
+        return ReleasingArrays(decode(mapped.view, limits=limits, copy=False), mapped)
 
     def load_arrays(self, digest_: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Arrays:
-        mapped = self.open_mapped(digest_)
-        try:
-            return decode(memoryview(mapped), limits=limits, copy=True)
-        finally:
-            mapped.close()
+        """The artifact's tensors as writable copies (one model in memory, not two)."""
+        return {
+            name: np.array(array, copy=True)
+            for name, array in self.map_arrays(digest_, limits=limits).items()
+        }
 
     def delete(self, digest_: bytes) -> None:
         self.path_for(digest_).unlink(missing_ok=True)
@@ -233,4 +315,12 @@ class ArtifactStore:
         return removed
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "Artifact", "ArtifactStore", "ArtifactWriter"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "RELEASE_EVERY",
+    "Artifact",
+    "ArtifactStore",
+    "ArtifactWriter",
+    "MappedArtifact",
+    "ReleasingArrays",
+]

@@ -59,7 +59,7 @@ from fedtee.ledger.receipts import (
     receipt_hash,
     verify_receipt,
 )
-from fedtee.server.artifacts import Artifact, ArtifactStore
+from fedtee.server.artifacts import Artifact, ArtifactStore, ReleasingArrays
 from fedtee.server.store import (
     ClientRecord,
     FederationStatus,
@@ -69,7 +69,7 @@ from fedtee.server.store import (
 )
 from fedtee.server.strategy import Strategy
 from fedtee.server.uploads import PartialUploads
-from fedtee.tensors import Arrays, ModelSpec
+from fedtee.tensors import ModelSpec
 from fedtee.wire.messages import Task, TaskKind
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class RoundManager:
         self._open: RoundRecord | None = None
         self._deadline_ms = 0
         self._spec: ModelSpec | None = None
-        self._global: Arrays | None = None
+        self._global: Mapping[str, NDArray[Any]] | None = None
         self._seen_receipts: set[bytes] = set()
         self._waiting_since_ms: int | None = None
         self._next_round = 1
@@ -299,7 +299,9 @@ class RoundManager:
         self._delivered = {u.client_id for u in self._store.updates(self.federation_id, rnd.number)}
 
     def _load_global(self, digest: bytes) -> None:
-        arrays = self._artifacts.load_arrays(digest)
+        # Views of a memory map, read tensor by tensor: holding the round's global model
+        # costs no model-sized buffer (see ArtifactStore.map_arrays).
+        arrays = self._artifacts.map_arrays(digest)
         self._global = arrays
         self._spec = ModelSpec.of(arrays)
 
@@ -391,7 +393,8 @@ class RoundManager:
             artifact = self._stream(
                 client.id, receipt_hash(signed), receipt, size=size, offset=offset, chunks=chunks
             )
-            arrays = self._open_update(artifact.digest, encoding)
+            # Hashed while it streamed in: no second pass over the file.
+            arrays = self._open_update(artifact.digest, encoding, verify=False)
             tensors.check_update(
                 arrays,
                 spec=self._spec,
@@ -406,22 +409,27 @@ class RoundManager:
                 message=f"already accepted for round {receipt.round} (counted once)",
             )
         except UpdateRejected as exc:
-            # A parked upload is not a rejection of the receipt: it may yet be resumed.
-            parked = isinstance(exc, _UploadParked)
+            # A parked upload, or a resume at the wrong offset, is not a rejection of the
+            # receipt: the client may yet resume it or send it again from 0.
+            parked = isinstance(exc, _UploadParked) or exc.reason is Reason.UPLOAD_OFFSET_MISMATCH
             self._reject(client, signed, None if parked else receipt, exc)
             return SubmitResult(accepted=False, reason=exc.reason, message=exc.message)
 
     def _open_update(
-        self, digest: bytes, encoding: Encoding | None = None
+        self, digest: bytes, encoding: Encoding | None = None, *, verify: bool = True
     ) -> Mapping[str, NDArray[Any]]:
-        """A stored update as named arrays, decoded tensor by tensor as they are read."""
+        """A stored update as named arrays, decoded tensor by tensor as they are read from a
+        memory map of its artifact, whose pages are released between tensors: checking or
+        aggregating an update of any size holds about one tensor of it in memory."""
         assert self._spec is not None and self._global is not None
-        return codec.open_update(
-            self._artifacts.read_bytes(digest),
+        mapped = self._artifacts.map(digest, verify=verify)
+        arrays = codec.open_update(
+            mapped.view,
             spec=self._spec,
             global_arrays=self._global,
             encoding=encoding,
         )
+        return ReleasingArrays(arrays, mapped)
 
     def upload_status(self, client: ClientRecord, key: bytes) -> tuple[int, int]:
         """(bytes held, declared size) of ``client``'s interrupted upload ``key``."""
@@ -708,7 +716,10 @@ class RoundManager:
                     self._strategy.accumulate(
                         self._open_update(upd.update_digest), upd.num_examples
                     )
-                output = self._artifacts.put(tensors.encode(self._strategy.finalize())).digest
+                # Encoded straight from the strategy's arrays, chunk by chunk, to disk.
+                output = self._artifacts.put_chunks(
+                    tensors.encode_stream(self._strategy.finalize()).chunks(self._chunk_bytes)
+                ).digest
                 self._ledger.aggregation(
                     round=rnd.number,
                     inputs=[u.receipt_hash for u in updates],
