@@ -103,3 +103,20 @@ def test_demo_fails_when_an_honest_client_did_not_enrol_on_the_demo_tee(tmp_path
     assert DemoOutcome(
         **{**outcome.__dict__, "honest_enrolled_on": ("client-1", "client-2")}
     ).success(0.90)
+
+
+def test_demo_tpm_without_swtpm_says_what_to_install(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # Only the venv's bin on PATH: no swtpm, swtpm_setup or swtpm_localca to be found.
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "fedtee.cli.main", "demo", "--tee", "tpm", "--no-live",
+           "--workdir", str(tmp_path / "w")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 1
+    out = " ".join((done.stdout + done.stderr).split())
+    assert "--tee tpm needs swtpm and tpm2-pytss" in out
+    assert "swtpm-tools" in out and "scripts/setup.sh" in out
+    assert not (tmp_path / "w" / "state").exists()  # nothing was started
