@@ -350,8 +350,15 @@ def _verify(args: argparse.Namespace) -> int:
     tee = TeeType(args.tee)
     now = parse_time(args.at)
     nonce = _hex_option(args.nonce, "--nonce") if args.nonce is not None else None
-    if args.public_key is not None and nonce is None:
-        raise ConfigError("--public-key needs --nonce (the binding covers both)")
+    if args.public_key is not None:
+        from fedtee.attest.binding import MAX_NONCE_BYTES, MIN_NONCE_BYTES
+
+        if nonce is None:
+            raise ConfigError("--public-key needs --nonce (the binding covers both)")
+        if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+            raise ConfigError(
+                f"--nonce for a key binding must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes"
+            )
     public_key = _public_key_der(args.public_key) if args.public_key is not None else None
     policy = _policy(args, tee)
     trust = trust_anchors(tee, args.trust)
