@@ -15,12 +15,19 @@ Steps of :meth:`EnrolmentGate.enroll`, each failing with its own stable reason:
    short-lived credential bound to the key.
 
 Any rejection is recorded in the store and the ledger; an already enrolled client whose new
-evidence is contraindicated is quarantined. Nothing here raises for bad evidence: the
-caller gets an :class:`~fedtee.wire.messages.Enrolment` with ``accepted=False``.
+evidence verifies but is contraindicated (debug, unlisted code) is quarantined. Evidence that
+does not verify proves nothing about who sent it, so it never quarantines the client id it
+names (else anyone could lock an honest client out by sending garbage under its id). Nothing
+here raises for bad evidence: the caller gets an :class:`~fedtee.wire.messages.Enrolment`
+with ``accepted=False``.
+
+``insecure_accept_any`` exists for ``fedtee eval attacks`` only: it skips steps 2 to 6 and
+admits any evidence, to show what attestation stops. It is never read from a config file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -51,7 +58,8 @@ NONCE_BYTES = 32
 Clock = Callable[[], datetime]
 
 # Attestation failures that mean "this TEE is not what the policy trusts", as opposed to a
-# stale nonce or a busy server: an enrolled client presenting them is quarantined.
+# stale nonce or a busy server: an enrolled client presenting them is quarantined, but only
+# when the evidence itself verified (see the module docstring).
 _QUARANTINE_ON = frozenset(
     {
         Reason.MEASUREMENT_NOT_ALLOWED,
@@ -131,6 +139,7 @@ class EnrolmentGate:
         clock: Clock,
         settings: GateSettings = GateSettings(),
         evaluate: Evaluate | None = None,
+        insecure_accept_any: bool = False,
     ) -> None:
         self.federation_id = federation_id
         self._store = store
@@ -142,6 +151,12 @@ class EnrolmentGate:
         self._clock = clock
         self._settings = settings
         self._evaluate = evaluate
+        self._insecure = insecure_accept_any
+        if insecure_accept_any:
+            log.warning(
+                "INSECURE: the enrolment gate admits ANY evidence (attestation is off); "
+                "for evaluation only"
+            )
 
     # --- challenge -------------------------------------------------------------------------
 
@@ -157,7 +172,7 @@ class EnrolmentGate:
                 prepared = ext.prepare(nonce=nonce, request=req.aux, trust=self._trust, now=now)
             except AttestationError as exc:
                 # e.g. a TPM whose EK does not chain to a trusted CA: refused before any nonce.
-                self._record_rejection(req.client_id, exc, now_ms=to_ms(now))
+                self.record_rejection(req.client_id, exc, now_ms=to_ms(now))
                 raise
             to_client, kept = prepared.to_client, prepared.kept
         expires = to_ms(now) + self._settings.nonce_ttl_ms
@@ -178,6 +193,7 @@ class EnrolmentGate:
         now = self._clock()
         now_ms = to_ms(now)
         result_json = ""
+        verified_but_refused = False
         try:
             client = self._store.get_client(req.client_id)
             if client is not None and client.quarantined:
@@ -185,6 +201,8 @@ class EnrolmentGate:
                     f"client {req.client_id!r} is quarantined ({client.quarantine_reason})",
                     reason=Reason.CLIENT_QUARANTINED,
                 )
+            if self._insecure:
+                return self._admit_unverified(req, now_ms=now_ms)
             record = self._store.consume_nonce(req.nonce, now_ms=now_ms)
             if record.client_id not in (None, req.client_id) or record.tee != req.evidence.tee:
                 raise VerificationError(
@@ -211,6 +229,7 @@ class EnrolmentGate:
                     f"{v.reason.value}: {v.field} is {v.found}, expected {v.expected}"
                     for v in violations
                 )
+                verified_but_refused = evaluation.verified is not None
                 raise VerificationError(detail or "attestation is contraindicated", reason=reason)
             ext = extension_for(req.evidence.tee)
             if ext is not None:
@@ -265,31 +284,94 @@ class EnrolmentGate:
                 attestation_result_json=result_json,
             )
         except (AttestationError, ProtocolError) as exc:
-            return self._reject(req, exc, now_ms=now_ms, result_json=result_json)
+            return self._reject(
+                req, exc, now_ms=now_ms, result_json=result_json, quarantine=verified_but_refused
+            )
         except FedteeError as exc:
             if exc.reason in (Reason.STORAGE_FAILED, Reason.STORAGE_CORRUPT, Reason.INTERNAL):
                 raise
-            return self._reject(req, exc, now_ms=now_ms, result_json=result_json)
+            return self._reject(req, exc, now_ms=now_ms, result_json=result_json, quarantine=False)
 
-    def _record_rejection(self, client_id: str, exc: FedteeError, *, now_ms: int) -> None:
-        log.warning("enrolment of %s rejected: %s", client_id, exc)
+    def _admit_unverified(self, req: EnrollRequest, *, now_ms: int) -> Enrolment:
+        """INSECURE (evaluation only): enrol without looking at nonce or evidence."""
+        identity.load_public_key(req.public_key)
+        result_json = json.dumps({"status": "insecure_unverified", "tee": req.evidence.tee.value})
+        self._store.enroll_client(
+            federation_id=self.federation_id,
+            client_id=req.client_id,
+            public_key=req.public_key,
+            tee=req.evidence.tee.value,
+            platform_id=hashlib.sha256(req.public_key).digest(),
+            measurement=b"",
+            hardware_backed=False,
+            credential_expires_ms=now_ms + self._settings.credential_ttl_ms,
+            now_ms=now_ms,
+        )
+        self._ledger.enrolment(
+            client_id=req.client_id,
+            public_key=req.public_key,
+            tee=req.evidence.tee.value,
+            hardware_backed=False,
+            attestation_json=result_json,
+            now_ms=now_ms,
+        )
+        token, cred = self._authority.issue(
+            client_id=req.client_id,
+            public_key=req.public_key,
+            tee=req.evidence.tee.value,
+            hardware_backed=False,
+            code_identity=b"",
+            status="insecure_unverified",
+            now_ms=now_ms,
+            ttl_ms=self._settings.credential_ttl_ms,
+        )
+        log.warning("INSECURE: enrolled %s without verifying its evidence", req.client_id)
+        return Enrolment(
+            accepted=True,
+            message="enrolled WITHOUT attestation (insecure evaluation server)",
+            credential=token,
+            credential_expires_unix_ms=cred.expires_ms,
+            attestation_result_json=result_json,
+        )
+
+    def record_rejection(
+        self, client_id: str | None, exc: FedteeError, *, now_ms: int, round: int | None = None
+    ) -> None:
+        """Store and ledger entry for a refusal (also used by the service for wire errors)."""
+        log.warning("request of %s rejected: %s", client_id, exc)
         self._store.record_rejection(
             federation_id=self.federation_id,
             reason=exc.reason,
             message=exc.message,
             now_ms=now_ms,
             client_id=client_id,
+            round=round,
         )
         self._ledger.rejection(
-            reason=exc.reason, message=exc.message, now_ms=now_ms, client_id=client_id
+            reason=exc.reason,
+            message=exc.message,
+            now_ms=now_ms,
+            client_id=client_id,
+            round=round,
         )
 
     def _reject(
-        self, req: EnrollRequest, exc: FedteeError, *, now_ms: int, result_json: str
+        self,
+        req: EnrollRequest,
+        exc: FedteeError,
+        *,
+        now_ms: int,
+        result_json: str,
+        quarantine: bool,
     ) -> Enrolment:
-        self._record_rejection(req.client_id, exc, now_ms=now_ms)
+        self.record_rejection(req.client_id, exc, now_ms=now_ms)
         client = self._store.get_client(req.client_id)
-        if client is not None and not client.quarantined and exc.reason in _QUARANTINE_ON:
+        if (
+            quarantine
+            and client is not None
+            and not client.quarantined
+            and exc.reason in _QUARANTINE_ON
+        ):
             self._store.quarantine(req.client_id, reason=exc.reason, message=exc.message)
         return Enrolment(
             accepted=False,
