@@ -97,7 +97,11 @@ def _env() -> dict[str, str]:
     }
 
 
-def _cli(*args: str) -> list[str]:
+def _cli(*args: str, profile: Path | None = None) -> list[str]:
+    """The fedtee command; under cProfile (output to ``profile``) when one is given."""
+    if profile is not None:
+        prof = [sys.executable, "-m", "cProfile", "-o", str(profile)]
+        return [*prof, "-m", "fedtee.cli.main", *args]
     return [sys.executable, "-m", "fedtee.cli.main", *args]
 
 
@@ -179,13 +183,25 @@ def run_federation(
         workdir, clients=clients, params=params, rounds=rounds, trust=trust
     )
     env = _env()
+    # FEDTEE_BENCH_PROFILE=DIR: run the server and every client under cProfile (slower),
+    # writing DIR/server.prof and DIR/client-K.prof, to find where a round's time goes.
+    prof_env = os.environ.get("FEDTEE_BENCH_PROFILE")
+    prof_dir = Path(prof_env) if prof_env else None
+    if prof_dir is not None:
+        prof_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     procs: list[subprocess.Popen[bytes]] = []
     sampler = _common.TreeSampler(interval=interval)
     try:
         with (logs / "server.log").open("wb") as log:
             server = subprocess.Popen(
-                _cli("server", "start", "--config", str(server_toml)),
+                _cli(
+                    "server",
+                    "start",
+                    "--config",
+                    str(server_toml),
+                    profile=prof_dir / "server.prof" if prof_dir else None,
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
@@ -197,7 +213,13 @@ def run_federation(
         for k, config in enumerate(configs):
             with (logs / f"client-{k + 1}.log").open("wb") as log:
                 proc = subprocess.Popen(
-                    _cli("client", "start", "--config", str(config)),
+                    _cli(
+                        "client",
+                        "start",
+                        "--config",
+                        str(config),
+                        profile=prof_dir / f"client-{k + 1}.prof" if prof_dir else None,
+                    ),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=workdir,

@@ -48,11 +48,40 @@ class Strategy(Protocol):
         ...
 
 
+# Elements per block when folding an update in: a block of the update, its weighted copy and
+# the accumulator's block stay in the CPU cache, so each update is read from memory once for
+# the finiteness check and once to accumulate, with no model-sized temporaries.
+BLOCK = 1 << 16
+ACCUMULATORS = ("float64", "float32")
+
+
+def _blocks(size: int) -> range:
+    return range(0, size, BLOCK)
+
+
+def _finite(flat: NDArray[Any], mask: NDArray[np.bool_]) -> bool:
+    """All elements finite, checked block by block into ``mask`` (a BLOCK-sized scratch), so
+    no temporary of the tensor's size is made."""
+    if flat.dtype.kind != "f":
+        return True
+    for i in _blocks(flat.size):
+        block = flat[i : i + BLOCK]
+        if not bool(np.isfinite(block, out=mask[: block.size]).all()):
+            return False
+    return True
+
+
 class FedAvg:
     """Weighted federated averaging (McMahan et al. 2017), streaming.
 
-    ``new = sum(n_i * w_i) / sum(n_i)`` with a float64 accumulator per tensor, cast back to
-    the model's dtype at the end (rounded for integer tensors).
+    ``new = sum(n_i * w_i) / sum(n_i)`` with one accumulator per tensor, cast back to the
+    model's dtype at the end (rounded for integer tensors). The accumulator is float64 by
+    default; ``accumulator="float32"`` halves its memory and traffic for float32/float16
+    tensors (integer and float64 tensors keep float64) at the cost of float32 rounding in the
+    running sum (relative error about ``n_updates * 6e-8`` in the worst case).
+
+    Each update is checked whole (shape, dtype, finiteness) before any of it is added, so a
+    rejected update leaves the accumulator untouched; then it is folded in block by block.
 
     Selection: if ``clients_per_round`` is set, clients are sorted and a window of that size
     rotates with the round number, so every client gets turns and selection is reproducible.
@@ -60,12 +89,19 @@ class FedAvg:
 
     name = "fedavg"
 
-    def __init__(self, *, clients_per_round: int | None = None) -> None:
+    def __init__(
+        self, *, clients_per_round: int | None = None, accumulator: str = "float64"
+    ) -> None:
         if clients_per_round is not None and clients_per_round < 1:
             raise ValueError("clients_per_round must be at least 1")
+        if accumulator not in ACCUMULATORS:
+            raise ValueError(f"accumulator must be one of {ACCUMULATORS}, got {accumulator!r}")
         self._clients_per_round = clients_per_round
+        self._narrow = accumulator == "float32"
         self._spec: ModelSpec | None = None
-        self._acc: dict[str, NDArray[np.float64]] = {}
+        self._acc: dict[str, NDArray[Any]] = {}
+        self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}
+        self._mask: NDArray[np.bool_] = np.empty(BLOCK, dtype=np.bool_)
         self._total = 0
         self._count = 0
 
@@ -78,11 +114,18 @@ class FedAvg:
         window = ordered[start:] + ordered[:start]
         return sorted(window[:k])
 
+    def _acc_dtype(self, model_dtype: np.dtype[Any]) -> np.dtype[Any]:
+        if self._narrow and model_dtype.kind == "f" and model_dtype.itemsize <= 4:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
+
     def begin(self, global_spec: ModelSpec) -> None:
         self._spec = global_spec
         self._acc = {
-            name: np.zeros(t.shape, dtype=np.float64) for name, t in global_spec.tensors.items()
+            name: np.zeros(t.shape, dtype=self._acc_dtype(np.dtype(t.dtype_numpy)))
+            for name, t in global_spec.tensors.items()
         }
+        self._scratch = {}
         self._total = 0
         self._count = 0
 
@@ -102,11 +145,27 @@ class FedAvg:
                 f"num_examples must be a positive integer, got {num_examples!r}",
                 reason=Reason.UPDATE_MALFORMED,
             )
-        check_update(update, spec=self._spec)
+        found = ModelSpec.of(update)
+        if found.tensors != self._spec.tensors:
+            check_update(update, spec=self._spec)  # raises with the precise mismatch
+        for name in self._acc:
+            if not _finite(np.asarray(update[name]).reshape(-1), self._mask):
+                raise UpdateRejected(
+                    f"tensor {name!r} holds NaN or infinite values",
+                    reason=Reason.UPDATE_NONFINITE,
+                )
         weight = float(num_examples)
         for name, acc in self._acc.items():
-            # In place, one tensor at a time: the only temporary is one tensor's float64 copy.
-            acc += np.asarray(update[name], dtype=np.float64) * weight
+            flat_u = np.asarray(update[name]).reshape(-1)
+            flat_a = acc.reshape(-1)
+            scratch = self._scratch.get(acc.dtype)
+            if scratch is None:
+                scratch = self._scratch[acc.dtype] = np.empty(BLOCK, dtype=acc.dtype)
+            for i in _blocks(flat_a.size):
+                a = flat_a[i : i + BLOCK]
+                s = scratch[: a.size]
+                np.multiply(flat_u[i : i + BLOCK], weight, out=s, dtype=s.dtype)
+                np.add(a, s, out=a)
         self._total += num_examples
         self._count += 1
 
@@ -115,10 +174,13 @@ class FedAvg:
             raise ValueError("no updates were accumulated this round")
         out: Arrays = {}
         for name, acc in self._acc.items():
-            mean = acc / float(self._total)
             dtype = np.dtype(self._spec.tensors[name].dtype_numpy)
-            out[name] = np.rint(mean).astype(dtype) if dtype.kind in "iu" else mean.astype(dtype)
+            np.divide(acc, float(self._total), out=acc)
+            out[name] = (
+                np.rint(acc).astype(dtype) if dtype.kind in "iu" else acc.astype(dtype, copy=False)
+            )
         self._acc = {}
+        self._scratch = {}
         self._spec = None
         return out
 

@@ -143,3 +143,80 @@ def test_fedavg_property_matches_numpy_average(weights: list[int], shape: list[i
         strategy.accumulate({"x": u}, n)
     result = strategy.finalize()["x"]
     np.testing.assert_allclose(result, np.average(np.stack(updates), axis=0, weights=weights))
+
+
+def test_blockwise_average_spans_blocks_and_matches_numpy() -> None:
+    # Sizes around and across the block boundary, including a ragged last block.
+    n = strategy_module.BLOCK * 2 + 37
+    rng = np.random.default_rng(5)
+    updates = [
+        {"w": rng.standard_normal(n).astype(np.float32), "i": rng.integers(-50, 50, (3, 7))}
+        for _ in range(4)
+    ]
+    weights = [1, 4, 9, 2]
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(updates[0]))
+    for u, k in zip(updates, weights, strict=True):
+        strategy.accumulate(u, k)
+    result = strategy.finalize()
+    for name in ("w", "i"):
+        expected = np.average(
+            np.stack([u[name].astype(np.float64) for u in updates]), axis=0, weights=weights
+        )
+        if name == "i":
+            expected = np.rint(expected)
+        np.testing.assert_allclose(result[name], expected.astype(result[name].dtype), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_in_a_late_block_is_rejected_before_anything_is_added(
+    dtype: type, bad: float
+) -> None:
+    n = strategy_module.BLOCK * 3 + 5
+    good = {"w": np.linspace(-1, 1, n).astype(dtype)}
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(good))
+    strategy.accumulate(good, 3)
+    poisoned = {"w": good["w"].copy()}
+    poisoned["w"][-2] = bad  # in the last block: the first blocks are all finite
+    with pytest.raises(UpdateRejected) as err:
+        strategy.accumulate(poisoned, 7)
+    assert err.value.reason is Reason.UPDATE_NONFINITE
+    assert strategy.num_updates == 1
+    reference = FedAvg()
+    reference.begin(ModelSpec.of(good))
+    reference.accumulate(good, 3)
+    np.testing.assert_array_equal(strategy.finalize()["w"], reference.finalize()["w"])
+
+
+def test_large_finite_float32_values_are_not_mistaken_for_overflow() -> None:
+    big = np.finfo(np.float32).max
+    update = {"w": np.full(strategy_module.BLOCK + 3, big, dtype=np.float32)}
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(update))
+    strategy.accumulate(update, 1000)  # n * w overflows float32, not the float64 sum
+    assert np.all(strategy.finalize()["w"] == big)
+
+
+def test_float32_accumulator_stays_close_to_float64() -> None:
+    rng = np.random.default_rng(11)
+    n = strategy_module.BLOCK + 99
+    updates = [{"w": rng.standard_normal(n).astype(np.float32)} for _ in range(50)]
+    weights = [int(k) for k in rng.integers(1, 1000, 50)]
+    results = {}
+    for acc in ("float64", "float32"):
+        strategy = FedAvg(accumulator=acc)
+        strategy.begin(ModelSpec.of(updates[0]))
+        for u, k in zip(updates, weights, strict=True):
+            strategy.accumulate(u, k)
+        results[acc] = strategy.finalize()["w"]
+        assert results[acc].dtype == np.float32
+    exact = np.average(
+        np.stack([u["w"] for u in updates]).astype(np.float64), axis=0, weights=weights
+    )
+    np.testing.assert_allclose(results["float64"], exact.astype(np.float32), rtol=1e-6)
+    # 50 updates: float32 rounding in the running sum stays within 50 ulps of the scale.
+    np.testing.assert_allclose(results["float32"], exact, atol=50 * 6e-8 * np.abs(exact).max())
+    with pytest.raises(ValueError):
+        FedAvg(accumulator="float16")
