@@ -204,6 +204,20 @@ def test_memory_cache_asks_again_once_the_document_is_stale() -> None:
     assert len(inner.calls) == 2
 
 
+def test_stale_bundle_document_is_read_once_per_retry_period() -> None:
+    # The SGX bundle's PCK CRL is past its nextUpdate at the quote's time: the verifier warns
+    # about it, and the cache must not re-read it for every verification.
+    clock = Clock(SGX_AT)
+    inner = Counting(DirectoryCollateral(SGX_DIR))
+    cache = CachedCollateral(inner, clock=clock, stale_retry=dt.timedelta(minutes=5))
+    for _ in range(3):
+        cache.get("pck-crl", "platform")
+    assert len(inner.calls) == 1
+    clock.now = SGX_AT + dt.timedelta(minutes=6)
+    cache.get("pck-crl", "platform")
+    assert len(inner.calls) == 2
+
+
 def test_disk_cache_is_a_bundle_and_survives_the_source(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     CachedCollateral(DirectoryCollateral(TDX_DIR), clock=Clock(TDX_AT), cache_dir=cache_dir).get(

@@ -58,6 +58,7 @@ from fedtee.errors import CollateralError, ConfigError, Reason
 # a CRL ~1 KiB; AMD's VCEK CRL ~1 KiB).
 MAX_COLLATERAL_BYTES: Final = 512 * 1024
 MAX_CACHED_ITEMS: Final = 1024
+STALE_RETRY: Final = dt.timedelta(minutes=5)
 
 _PRODUCT = r"(?:Milan|Genoa|Turin)"
 _FMSPC = r"[0-9a-f]{12}"
@@ -222,9 +223,14 @@ def valid_until(kind: str, data: bytes) -> dt.datetime | None:
 class _Entry:
     data: bytes
     until: dt.datetime | None
+    fetched_at: dt.datetime | None = None
 
     def current(self, now: dt.datetime) -> bool:
         return self.until is None or now < self.until
+
+    def resting(self, now: dt.datetime, retry: dt.timedelta) -> bool:
+        """A stale document the source just gave: not asked for again for ``retry``."""
+        return self.fetched_at is not None and self.fetched_at <= now < self.fetched_at + retry
 
 
 class CachedCollateral:
@@ -232,9 +238,13 @@ class CachedCollateral:
 
     Memory first, then (when ``cache_dir`` is given) the disk, then ``source``. A document is
     served from a cache only while it is current at ``clock()`` (:func:`valid_until`);
-    otherwise the source is asked again. Documents are written to ``cache_dir`` atomically
-    (temporary file, then rename), only when current and readable, in the bundle layout.
-    The memory cache holds at most ``max_items`` documents (a full cache is emptied).
+    otherwise the source is asked again. A document that is already stale when the source
+    gives it (an offline bundle's old CRL) is kept in memory and the source is asked again
+    only after ``stale_retry``, so a stale bundle costs one read per period, not one per
+    verification; the verifier still sees that it is stale and says so. Documents are
+    written to ``cache_dir`` atomically (temporary file, then rename), only when current and
+    readable, in the bundle layout. The memory cache holds at most ``max_items`` documents
+    (a full cache is emptied).
     """
 
     def __init__(
@@ -244,9 +254,11 @@ class CachedCollateral:
         clock: Callable[[], dt.datetime],
         cache_dir: str | os.PathLike[str] | None = None,
         max_items: int = MAX_CACHED_ITEMS,
+        stale_retry: dt.timedelta = STALE_RETRY,
     ) -> None:
         self._source = source
         self._clock = clock
+        self._stale_retry = stale_retry
         self._max_items = max_items
         self._memory: dict[tuple[str, str], _Entry] = {}
         self._dir: Path | None = None
@@ -262,7 +274,7 @@ class CachedCollateral:
     def get(self, kind: str, key: str) -> bytes:
         now = self._clock()
         entry = self._memory.get((kind, key))
-        if entry is not None and entry.current(now):
+        if entry is not None and (entry.current(now) or entry.resting(now, self._stale_retry)):
             return entry.data
         if self._disk is not None:
             try:
@@ -275,7 +287,7 @@ class CachedCollateral:
                     self._remember(kind, key, cached)
                     return data
         data = self._source.get(kind, key)
-        fresh = _Entry(data, valid_until(kind, data))
+        fresh = _Entry(data, valid_until(kind, data), fetched_at=now)
         self._remember(kind, key, fresh)
         if self._dir is not None and fresh.until is not None and fresh.current(now):
             self._write(kind, key, data)
@@ -373,6 +385,7 @@ def collateral_source(
 __all__ = [
     "KEY_PATTERNS",
     "MAX_COLLATERAL_BYTES",
+    "STALE_RETRY",
     "CachedCollateral",
     "ChainedCollateral",
     "DirectoryCollateral",
