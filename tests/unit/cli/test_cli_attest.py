@@ -582,3 +582,13 @@ def test_installed_command_verifies_a_real_report() -> None:
     assert proc.returncode == EXIT_CONTRAINDICATED, proc.stderr
     assert f"measurement: {SNP['measurement']}" in proc.stdout
     assert "[debug_enabled]" in proc.stdout
+
+
+def test_docs_list_every_attestation_reason_code() -> None:
+    from fedtee.errors import Reason
+
+    doc = (ROOT / "docs" / "attestation.md").read_text()
+    names = list(Reason)
+    area = names[names.index(Reason.EVIDENCE_TYPE_UNKNOWN) : names.index(Reason.TPM_RESET) + 1]
+    missing = [r.value for r in [*area, Reason.NONCE_MISMATCH] if f"`{r.value}`" not in doc]
+    assert missing == []
