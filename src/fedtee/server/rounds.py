@@ -132,7 +132,13 @@ class RoundSettings:
     # Before a round, wait this long for clients_per_round usable clients (after the first
     # round: as many as delivered last time) before starting with at least min_clients.
     start_wait_ms: int = 10_000
+    # WAIT tells a client to ask again after N * 1000 / polls_per_s ms for a round of N
+    # selected clients, within [min_retry_after_ms, retry_after_ms]: a small federation hears
+    # of its next round within tens of ms, while all waiting clients together make about
+    # polls_per_s GetTask calls per second (up to the retry_after_ms cap).
     retry_after_ms: int = 500
+    min_retry_after_ms: int = 20
+    polls_per_s: int = 200
     max_update_norm: float | None = None
     config: Mapping[str, str] = field(default_factory=dict)
 
@@ -143,6 +149,13 @@ class RoundSettings:
             raise ValueError("min_clients cannot exceed clients_per_round")
         if self.round_timeout_ms < 1:
             raise ValueError("round_timeout_ms must be positive")
+        if not 1 <= self.min_retry_after_ms <= self.retry_after_ms or self.polls_per_s < 1:
+            raise ValueError("need 1 <= min_retry_after_ms <= retry_after_ms, polls_per_s >= 1")
+
+    def wait_ms(self, waiting_clients: int) -> int:
+        """retry_after for a WAIT when about ``waiting_clients`` clients are polling."""
+        spread = max(1, waiting_clients) * 1000 // self.polls_per_s
+        return min(self.retry_after_ms, max(self.min_retry_after_ms, spread))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,9 +339,17 @@ class RoundManager:
             if self._finished:
                 return Task(kind=TaskKind.FINISHED, federation_id=self.federation_id)
             rnd = self._open
+            # Clients of the open round (or of the next, when none is open) ask again soon;
+            # clients left out of an open round wait the full retry_after_ms.
+            if rnd is None:
+                retry_ms = self._settings.wait_ms(self._settings.clients_per_round)
+            elif client.id in self._selected:
+                retry_ms = self._settings.wait_ms(len(self._selected))
+            else:
+                retry_ms = self._settings.retry_after_ms
             wait = Task(
                 kind=TaskKind.WAIT,
-                retry_after_ms=self._settings.retry_after_ms,
+                retry_after_ms=retry_ms,
                 federation_id=self.federation_id,
             )
             if rnd is None or client.id not in self._selected or client.id in self._delivered:
