@@ -22,6 +22,7 @@ from fedtee.client.transport import (
     SubmitOutcome,
     Task,
     Transport,
+    UploadStatus,
 )
 from fedtee.ledger.receipts import SignedReceipt
 
@@ -68,12 +69,27 @@ class TamperingTransport:
         return self.inner.download_model(session=session, round=round, digest=digest, offset=offset)
 
     def submit_update(
-        self, *, session: Session, receipt: SignedReceipt, size: int, chunks: Iterable[bytes]
+        self,
+        *,
+        session: Session,
+        receipt: SignedReceipt,
+        size: int,
+        chunks: Iterable[bytes],
+        encoding: str = "safetensors",
+        offset: int = 0,
     ) -> SubmitOutcome:
         self.tampered += 1
         return self.inner.submit_update(
-            session=session, receipt=receipt, size=size, chunks=flip_last_bit(chunks)
+            session=session,
+            receipt=receipt,
+            size=size,
+            chunks=flip_last_bit(chunks),
+            encoding=encoding,
+            offset=offset,
         )
+
+    def upload_status(self, *, session: Session, receipt_hash: bytes) -> UploadStatus:
+        return self.inner.upload_status(session=session, receipt_hash=receipt_hash)
 
     def close(self) -> None:
         self.inner.close()

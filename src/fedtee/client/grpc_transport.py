@@ -36,6 +36,7 @@ from fedtee.wire.messages import (
     EnrollRequest,
     ModelRequest,
     UpdateHeader,
+    UploadStatus,
 )
 
 _RETRYABLE = frozenset(
@@ -168,10 +169,19 @@ class GrpcTransport:
             raise translate("DownloadModel", exc) from exc
 
     def submit_update(
-        self, *, session: Session, receipt: SignedReceipt, size: int, chunks: Iterable[bytes]
+        self,
+        *,
+        session: Session,
+        receipt: SignedReceipt,
+        size: int,
+        chunks: Iterable[bytes],
+        encoding: str = "safetensors",
+        offset: int = 0,
     ) -> SubmitOutcome:
         def messages() -> Iterator[Any]:
-            yield serde.update_header_to_proto(UpdateHeader(receipt=receipt, size=size))
+            yield serde.update_header_to_proto(
+                UpdateHeader(receipt=receipt, size=size, encoding=encoding, offset=offset)
+            )
             for chunk in chunks:
                 yield serde.update_data_to_proto(chunk)
 
@@ -190,6 +200,17 @@ class GrpcTransport:
                 )
             raise error from exc
         return serde.submit_outcome_from_proto(reply)
+
+    def upload_status(self, *, session: Session, receipt_hash: bytes) -> UploadStatus:
+        try:
+            reply = self._stub.GetUploadStatus(
+                serde.upload_status_request_to_proto(receipt_hash),
+                metadata=self._metadata(session, _SERVICE + "GetUploadStatus"),
+                timeout=CALL_TIMEOUT_S,
+            )
+        except grpc.RpcError as exc:
+            raise translate("GetUploadStatus", exc) from exc
+        return serde.upload_status_from_proto(reply, limits=self._limits)
 
     def close(self) -> None:
         self._channel.close()

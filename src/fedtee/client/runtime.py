@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedtee import identity, tensors
+from fedtee import codec, identity, tensors
 from fedtee.attest.attesters.measure import measure_code
 from fedtee.attest.binding import report_data
 from fedtee.attest.model import Attester, TeeType
@@ -45,7 +45,7 @@ from fedtee.client.transport import (
     Transport,
 )
 from fedtee.errors import AttestationError, ConfigError, CredentialError, ProtocolError, Reason
-from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
+from fedtee.ledger.receipts import Receipt, SignedReceipt, receipt_hash, sign_receipt
 from fedtee.wire.limits import DEFAULT_LIMITS
 
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -83,6 +83,8 @@ class RuntimeOptions:
     max_wait_s: float = 5.0  # cap on a server's retry_after: a confused server cannot park us
     reenrol_margin_ms: int = 5_000  # re-attest this long before the credential expires
     max_rounds: int | None = None  # stop after training this many rounds (tests, demos)
+    encoding: codec.Encoding = codec.Encoding.SAFETENSORS  # update compression (fedtee.codec)
+    topk_fraction: float = codec.DEFAULT_TOPK_FRACTION  # share of each tensor top-k sends
 
     def __post_init__(self) -> None:
         if not 1 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
@@ -91,6 +93,8 @@ class RuntimeOptions:
             )
         if self.max_reconnect_attempts < 1:
             raise ValueError("max_reconnect_attempts must be >= 1")
+        if not 0.0 < self.topk_fraction <= 1.0:
+            raise ConfigError("topk_fraction must be in (0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +145,7 @@ class ClientRuntime:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._code_identity = measurement
         self.summary = RunSummary()
+        self.bytes_sent = 0  # update bytes handed to the transport by the last submit()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -270,10 +275,18 @@ class ClientRuntime:
     def make_update(
         self, session: Session, task: Task, model: bytes
     ) -> tuple[SignedReceipt, bytes]:
-        """Train on the global model; return the signed receipt and the update's bytes."""
+        """Train on the global model; return the signed receipt and the update's bytes
+        (encoded as ``options.encoding``: the digest and receipt cover exactly these bytes)."""
         arrays = tensors.decode(model)
         result = self.trainer.fit(arrays, dict(task.config))
-        update = tensors.encode_pure(result.arrays)  # numpy + json: no safetensors on clients
+        # numpy + json only (no safetensors on clients); deltas against read-only views of
+        # the received model, which the trainer cannot have changed.
+        update = codec.encode_update(
+            result.arrays,
+            global_arrays=tensors.decode(model, copy=False),
+            encoding=self.options.encoding,
+            topk_fraction=self.options.topk_fraction,
+        )
         receipt = Receipt(
             federation_id=task.federation_id,
             round=task.round,
@@ -288,17 +301,47 @@ class ClientRuntime:
         return sign_receipt(receipt, session.private_key), update
 
     def submit(self, session: Session, signed: SignedReceipt, update: bytes) -> SubmitOutcome:
+        """Send the update; after a dropped stream, ask the server what arrived and send
+        only the rest (``GetUploadStatus``; the server keeps partial uploads for a while)."""
         step = self.options.chunk_bytes
+        key = receipt_hash(signed)
+        interrupted = False
+        self.bytes_sent = 0
+
+        def chunks(offset: int) -> Iterator[bytes]:
+            for i in range(offset, len(update), step):
+                chunk = update[i : i + step]
+                self.bytes_sent += len(chunk)
+                yield chunk
+
+        def send_from(offset: int) -> SubmitOutcome:
+            outcome: SubmitOutcome = self.transport.submit_update(
+                session=session,
+                receipt=signed,
+                size=len(update),
+                chunks=chunks(offset),
+                encoding=self.options.encoding.value,
+                offset=offset,
+            )
+            return outcome
 
         def send() -> SubmitOutcome:
-            chunks = (update[i : i + step] for i in range(0, len(update), step))
-            outcome: SubmitOutcome = self.transport.submit_update(
-                session=session, receipt=signed, size=len(update), chunks=chunks
-            )
+            nonlocal interrupted
+            offset = 0
+            if interrupted:
+                status = self.transport.upload_status(session=session, receipt_hash=key)
+                if status.size == len(update) and status.committed < len(update):
+                    offset = status.committed
+            interrupted = True  # if this attempt breaks off, the next one asks first
+            outcome = send_from(offset)
+            if offset and outcome.reason == Reason.UPLOAD_OFFSET_MISMATCH.value:
+                outcome = send_from(0)  # the partial upload expired in between
             return outcome
 
         # Safe to resend after a dropped stream: the server treats one receipt idempotently.
         outcome: SubmitOutcome = self._retry("SubmitUpdate", send)
+        if interrupted and self.bytes_sent > len(update):
+            self._emit("upload_resumed", detail=f"{self.bytes_sent} bytes sent for {len(update)}")
         return outcome
 
     def train_round(self, session: Session, task: Task) -> SubmitOutcome:

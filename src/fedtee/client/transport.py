@@ -27,6 +27,7 @@ from fedtee.wire.messages import (
     SubmitOutcome,
     Task,
     TaskKind,
+    UploadStatus,
 )
 
 
@@ -70,7 +71,15 @@ class Transport(Protocol):
         receipt: SignedReceipt,
         size: int,
         chunks: Iterable[bytes],
-    ) -> SubmitOutcome: ...
+        encoding: str = "safetensors",
+        offset: int = 0,
+    ) -> SubmitOutcome:
+        """Send ``size`` bytes of update (from ``offset`` when resuming) after the header."""
+        ...
+
+    def upload_status(self, *, session: Session, receipt_hash: bytes) -> UploadStatus:
+        """How much of the upload of that signed receipt the server holds."""
+        ...
 
     def close(self) -> None: ...
 
@@ -85,4 +94,5 @@ __all__ = [
     "Task",
     "TaskKind",
     "Transport",
+    "UploadStatus",
 ]

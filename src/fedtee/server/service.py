@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from fedtee.codec import parse_encoding
 from fedtee.errors import (
     AttestationError,
     CredentialError,
@@ -41,7 +42,7 @@ from fedtee.wire import auth, serde
 from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
 from fedtee.wire._gen.fedtee.v1 import federation_pb2_grpc as pb_grpc
 from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
-from fedtee.wire.messages import ModelChunk, SubmitOutcome, Task, TaskKind
+from fedtee.wire.messages import ModelChunk, SubmitOutcome, Task, TaskKind, UploadStatus
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ SERVICE = "/fedtee.v1.Federation/"
 GET_TASK = SERVICE + "GetTask"
 DOWNLOAD_MODEL = SERVICE + "DownloadModel"
 SUBMIT_UPDATE = SERVICE + "SubmitUpdate"
+GET_UPLOAD_STATUS = SERVICE + "GetUploadStatus"
 UPLOAD_GRACE_MS = 5_000
 
 _STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
@@ -234,6 +236,8 @@ class FederationService(pb_grpc.FederationServicer):
                 signed=header.receipt,
                 size=header.size,
                 chunks=self._data(request_iterator),
+                encoding=parse_encoding(header.encoding),
+                offset=header.offset,
             )
         except FedteeError as exc:
             if isinstance(exc, CredentialError) or exc.reason is Reason.MESSAGE_TOO_LARGE:
@@ -253,6 +257,19 @@ class FederationService(pb_grpc.FederationServicer):
         return serde.submit_outcome_to_proto(
             SubmitOutcome(accepted=result.accepted, reason=reason, message=result.message)
         )
+
+    def GetUploadStatus(
+        self, request: pb.UploadStatusRequest, context: grpc.ServicerContext
+    ) -> pb.UploadStatus:
+        try:
+            client = self._authenticate(context, GET_UPLOAD_STATUS)
+            key = serde.upload_status_request_from_proto(request)
+            committed, size = self._rounds.upload_status(client, key)
+            return serde.upload_status_to_proto(UploadStatus(committed=committed, size=size))
+        except FedteeError as exc:
+            _abort(context, exc)
+        except Exception as exc:
+            _internal(context, "GetUploadStatus", exc)
 
     def _data(self, request_iterator: Iterator[pb.UpdateChunk]) -> Iterator[bytes]:
         while True:

@@ -64,8 +64,8 @@ class PartialUploads:
     ) -> ArtifactWriter:
         """A writer positioned at ``offset``: a fresh one at 0, or the parked one to resume.
 
-        UPLOAD_OFFSET_MISMATCH when ``offset`` is not exactly what the server holds (nothing
-        held means 0). The writer is taken out of the table while the stream runs.
+        UPLOAD_OFFSET_MISMATCH when ``offset`` > 0 is not exactly what the server holds; at 0
+        whatever was held is dropped. The writer is taken out of the table while it streams.
         """
         with self._lock:
             self._expire(now_ms)
@@ -74,9 +74,11 @@ class PartialUploads:
                 held = None  # not this client's: leave it alone
             if held is not None:
                 del self._held[key]
-                if held.size == size and held.writer.size == offset:
+                if offset > 0 and held.size == size and held.writer.size == offset:
                     return held.writer
                 held.writer.abort()
+                if offset == 0:  # the client starts again (it may not have asked first)
+                    return self._artifacts.writer(max_bytes=size)
                 raise UpdateRejected(
                     f"resume at {offset} of {size} bytes, but the server held "
                     f"{held.writer.size} of {held.size} (now dropped: start again from 0)",

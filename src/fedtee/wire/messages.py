@@ -84,8 +84,17 @@ class ModelChunk:
 @dataclass(frozen=True, kw_only=True)
 class UpdateHeader:
     receipt: SignedReceipt
+    size: int  # the whole update's bytes
+    encoding: str = "safetensors"  # a fedtee.codec.Encoding value
+    offset: int = 0  # where the data that follows starts (resuming an interrupted upload)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadStatus:
+    """How much of an interrupted upload the server holds (0 and 0 when nothing)."""
+
+    committed: int
     size: int
-    encoding: str = "safetensors"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,4 +115,5 @@ __all__ = [
     "Task",
     "TaskKind",
     "UpdateHeader",
+    "UploadStatus",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fedtee.attest.model import Evidence, TeeType
+from fedtee.codec import parse_encoding
 from fedtee.errors import ProtocolError, Reason
 from fedtee.ledger.receipts import MAX_RECEIPT_BYTES, SignedReceipt
 from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
@@ -26,6 +27,7 @@ from fedtee.wire.messages import (
     Task,
     TaskKind,
     UpdateHeader,
+    UploadStatus,
 )
 
 MAX_AUX_KEY_LEN = 64
@@ -252,6 +254,7 @@ def update_header_to_proto(header: UpdateHeader) -> pb.UpdateChunk:
             receipt=signed_receipt_to_proto(header.receipt),
             size=header.size,
             encoding=header.encoding,
+            offset=header.offset,
         )
     )
 
@@ -265,10 +268,13 @@ def update_header_from_proto(
     if not header.HasField("receipt"):
         raise _malformed("update header carries no receipt")
     check_size("update", header.size, limits.max_model_bytes)
-    if header.encoding not in ("", "safetensors"):
-        raise _malformed(f"update encoding {header.encoding[:32]!r} is not supported")
+    if header.offset >= max(header.size, 1):
+        raise _malformed(f"resume offset {header.offset} is not below the size {header.size}")
     return UpdateHeader(
-        receipt=signed_receipt_from_proto(header.receipt), size=header.size, encoding="safetensors"
+        receipt=signed_receipt_from_proto(header.receipt),
+        size=header.size,
+        encoding=parse_encoding(header.encoding).value,  # UPDATE_MALFORMED if unknown
+        offset=header.offset,
     )
 
 
@@ -281,6 +287,30 @@ def update_data_from_proto(msg: pb.UpdateChunk, *, limits: WireLimits = DEFAULT_
         raise _malformed("only data may follow the update header")
     check_size("update chunk", len(msg.data), limits.chunk_bytes)
     return bytes(msg.data)
+
+
+def upload_status_request_to_proto(receipt_hash: bytes) -> pb.UploadStatusRequest:
+    return pb.UploadStatusRequest(receipt_hash=receipt_hash)
+
+
+def upload_status_request_from_proto(msg: pb.UploadStatusRequest) -> bytes:
+    """The receipt hash naming the upload."""
+    if len(msg.receipt_hash) != DIGEST_BYTES:
+        raise _malformed("upload receipt hash is not 32 bytes")
+    return bytes(msg.receipt_hash)
+
+
+def upload_status_to_proto(status: UploadStatus) -> pb.UploadStatus:
+    return pb.UploadStatus(committed=status.committed, size=status.size)
+
+
+def upload_status_from_proto(
+    msg: pb.UploadStatus, *, limits: WireLimits = DEFAULT_LIMITS
+) -> UploadStatus:
+    check_size("update", msg.size, limits.max_model_bytes)
+    if msg.committed > msg.size:
+        raise _malformed(f"server holds {msg.committed} of an upload of {msg.size} bytes")
+    return UploadStatus(committed=msg.committed, size=msg.size)
 
 
 def submit_outcome_to_proto(outcome: SubmitOutcome) -> pb.SubmitResult:
@@ -322,4 +352,8 @@ __all__ = [
     "update_data_to_proto",
     "update_header_from_proto",
     "update_header_to_proto",
+    "upload_status_from_proto",
+    "upload_status_request_from_proto",
+    "upload_status_request_to_proto",
+    "upload_status_to_proto",
 ]

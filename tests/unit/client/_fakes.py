@@ -22,6 +22,7 @@ from fedtee.client.transport import (
     SubmitOutcome,
     Task,
     TaskKind,
+    UploadStatus,
 )
 from fedtee.errors import FedteeError, Reason
 from fedtee.ledger.receipts import SignedReceipt, check_receipt, verify_receipt
@@ -125,9 +126,20 @@ class FakeServer:
                 total_size=len(self.model),
             )
 
+    def upload_status(self, *, session: Session, receipt_hash: bytes) -> UploadStatus:
+        return UploadStatus(committed=0, size=0)  # this fake never keeps partial uploads
+
     def submit_update(
-        self, *, session: Session, receipt: SignedReceipt, size: int, chunks: Iterable[bytes]
+        self,
+        *,
+        session: Session,
+        receipt: SignedReceipt,
+        size: int,
+        chunks: Iterable[bytes],
+        encoding: str = "safetensors",
+        offset: int = 0,
     ) -> SubmitOutcome:
+        assert offset == 0 and encoding == "safetensors"
         data = b"".join(chunks)
         try:
             parsed = verify_receipt(receipt, self.keys[session.client_id])

@@ -34,7 +34,7 @@ def test_a_parked_upload_resumes_where_it_stopped_and_hashes_the_whole(tmp_path:
     assert len(uploads) == 0 and _parts(store) == 0
 
 
-@pytest.mark.parametrize("offset", [0, 999, 1001])
+@pytest.mark.parametrize("offset", [999, 1001])
 def test_a_wrong_resume_offset_is_refused_and_drops_the_partial(
     tmp_path: Path, offset: int
 ) -> None:
@@ -47,6 +47,17 @@ def test_a_wrong_resume_offset_is_refused_and_drops_the_partial(
         uploads.open(client_id="a", key=b"k", size=len(DATA), offset=offset, now_ms=0)
     assert info.value.reason is Reason.UPLOAD_OFFSET_MISMATCH
     assert len(uploads) == 0 and _parts(store) == 0
+
+
+def test_starting_again_from_zero_drops_what_was_held(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    uploads = PartialUploads(store)
+    w = uploads.open(client_id="a", key=b"k", size=len(DATA), offset=0, now_ms=0)
+    w.write(DATA[:1000])
+    uploads.park(client_id="a", key=b"k", size=len(DATA), writer=w, now_ms=0)
+    fresh = uploads.open(client_id="a", key=b"k", size=len(DATA), offset=0, now_ms=0)
+    assert fresh.size == 0 and len(uploads) == 0 and _parts(store) == 1  # only the fresh one
+    fresh.abort()
 
 
 def test_resuming_what_was_never_held_is_refused(tmp_path: Path) -> None:
