@@ -7,7 +7,8 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
-    [attestation]    policy, sim_root (optional), collateral_dir (optional),
+    [attestation]    policy, sim_root (optional), collateral_dir (optional), pcs_url /
+                     kds_url / collateral_cache_dir (optional collateral fetchers),
                      nonce_ttl_s, credential_ttl_s, and trust anchors beyond the embedded
                      vendor roots: tpm_ek_ca (PEM certificates of TPM EK CAs),
                      psa_iak / cca_cpak (PEM public keys: PSA IAKs, CCA CPAKs)
@@ -55,6 +56,9 @@ _SCHEMA: dict[str, set[str]] = {
         "policy",
         "sim_root",
         "collateral_dir",
+        "pcs_url",
+        "kds_url",
+        "collateral_cache_dir",
         "nonce_ttl_s",
         "credential_ttl_s",
         "tpm_ek_ca",
@@ -92,6 +96,9 @@ class ServerFileConfig:
     tpm_ek_ca: tuple[Path, ...] = ()  # PEM files of trusted TPM EK CAs (roots or not)
     psa_iak: tuple[Path, ...] = ()  # PEM public keys of trusted PSA IAKs
     cca_cpak: tuple[Path, ...] = ()  # PEM public keys of trusted CCA CPAKs
+    pcs_url: str | None = None  # Intel PCS / PCCS base URL: fetch missing Intel collateral
+    kds_url: str | None = None  # AMD KDS base URL: fetch missing VCEKs and CRLs
+    collateral_cache_dir: Path | None = None  # fetched collateral kept here (a bundle)
     train_config: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -102,6 +109,15 @@ def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"[{section}] {key} must be {kind.__name__}, got {value!r}")
     return value
+
+
+def _url(section: str, table: Mapping[str, Any], key: str) -> str | None:
+    """An optional http(s) base URL (a collateral fetcher is off unless one is given)."""
+    if key not in table:
+        return None
+    from fedtee.attest.trust.fetch import check_base_url
+
+    return check_base_url(_typed(section, table, key, str, ""), f"[{section}] {key}")
 
 
 def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
@@ -169,6 +185,9 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         tpm_ek_ca=paths("attestation", att, "tpm_ek_ca"),
         psa_iak=paths("attestation", att, "psa_iak"),
         cca_cpak=paths("attestation", att, "cca_cpak"),
+        pcs_url=_url("attestation", att, "pcs_url"),
+        kds_url=_url("attestation", att, "kds_url"),
+        collateral_cache_dir=path("attestation", att, "collateral_cache_dir"),
         train_config=dict(train),
     )
     if not cfg.federation_id or len(cfg.federation_id) > 256:
@@ -257,11 +276,20 @@ def _ec_public_key(path: Path) -> Any:
 
 
 def _collateral(cfg: ServerFileConfig) -> CollateralSource | None:
-    if cfg.collateral_dir is None:
+    """The bundle (collateral_dir) first, then the fetchers server.toml names, cached."""
+    if cfg.collateral_dir is None and cfg.pcs_url is None and cfg.kds_url is None:
         return None
-    module = importlib.import_module("fedtee.attest.trust.collateral")
-    source: CollateralSource = module.DirectoryCollateral(cfg.collateral_dir)
-    return source
+    import datetime as dt
+
+    from fedtee.attest.trust.collateral import collateral_source
+
+    return collateral_source(
+        directory=cfg.collateral_dir,
+        pcs_url=cfg.pcs_url,
+        kds_url=cfg.kds_url,
+        cache_dir=cfg.collateral_cache_dir,
+        clock=lambda: dt.datetime.now(dt.UTC),
+    )
 
 
 def _policy(cfg: ServerFileConfig) -> Any:
