@@ -5,8 +5,8 @@
 bench/noise_trainer.py), an initial model of P float32 parameters, then ``fedtee server start``
 and N ``fedtee client start`` processes, each its own Python process talking TLS gRPC on
 127.0.0.1. Attestation (sim TEE), receipts and the ledger are on, as in production; with
-``trust=False`` the server runs its evaluation-only switch that turns them off (see
-bench_trust_cost.py).
+``trust=False`` the server runs through bench/_serve_untrusted.py, which turns them off
+(measurement only; see bench_trust_cost.py).
 
 Round times come from the server's own state (``closed_ms`` of each round in state.db):
 round r's time is ``closed(r) - closed(r-1)`` (round 1: ``closed(1) - opened(1)``), i.e. all
@@ -106,7 +106,7 @@ def _cli(*args: str, profile: Path | None = None) -> list[str]:
 
 
 def prepare(
-    workdir: Path, *, clients: int, params: int, rounds: int, trust: bool = True
+    workdir: Path, *, clients: int, params: int, rounds: int
 ) -> tuple[Path, list[Path], int]:
     """Write the federation's files; return (server.toml, client tomls, port)."""
     port = _free_port()
@@ -132,8 +132,6 @@ def prepare(
     text = text.replace("round_timeout_s = 60", "round_timeout_s = 900").replace(
         "start_wait_s = 10", "start_wait_s = 600"
     )
-    if not trust:
-        text += "\n[evaluation]\ninsecure_no_trust = true\n"
     server_toml.write_text(text)
     configs = []
     for k in range(clients):
@@ -179,9 +177,7 @@ def run_federation(
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
-    server_toml, configs, port = prepare(
-        workdir, clients=clients, params=params, rounds=rounds, trust=trust
-    )
+    server_toml, configs, port = prepare(workdir, clients=clients, params=params, rounds=rounds)
     env = _env()
     # FEDTEE_BENCH_PROFILE=DIR: run the server and every client under cProfile (slower),
     # writing DIR/server.prof and DIR/client-K.prof, to find where a round's time goes.
@@ -201,7 +197,10 @@ def run_federation(
                     "--config",
                     str(server_toml),
                     profile=prof_dir / "server.prof" if prof_dir else None,
-                ),
+                )
+                if trust
+                else [sys.executable, str(BENCH / "_serve_untrusted.py"), "server", "start",
+                      "--config", str(server_toml)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
