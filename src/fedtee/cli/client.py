@@ -10,12 +10,14 @@ quarantined after a rejected update), 2 any other fedtee error.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from fedtee.attest.model import Attester, TeeType
-from fedtee.client.config import ClientConfig, parse_client_config
+from fedtee.client.config import PROFILES, ClientConfig, parse_client_config
 from fedtee.client.runtime import (
     ClientEvent,
     ClientRuntime,
@@ -24,6 +26,7 @@ from fedtee.client.runtime import (
     measure_trainer,
 )
 from fedtee.client.transport import ServerUnavailable, Transport
+from fedtee.codec import Encoding
 from fedtee.errors import ConfigError, ProtocolError
 
 EXIT_FINISHED = 0
@@ -114,14 +117,44 @@ def detect_tee() -> str:
     return found.tee
 
 
+REPORT_ENV = "FEDTEE_CLIENT_REPORT"  # a file: at exit, loaded modules and peak RSS (JSON)
+
+
+def _write_report(path: str) -> None:
+    """For tests and bench/bench_iot.py: which top-level modules this client process loaded
+    (the IoT profile's import allow-list is checked against them) and its peak RSS."""
+    peak_kib = 0
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                peak_kib = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        peak_kib = 0  # not Linux: the module list still counts
+    modules = sorted({name.partition(".")[0] for name in sys.modules})
+    Path(path).write_text(json.dumps({"modules": modules, "vm_hwm_kib": peak_kib}) + "\n")
+
+
 def _start(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    finally:
+        report = os.environ.get(REPORT_ENV)
+        if report:
+            _write_report(report)
+
+
+def _run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     config = parse_client_config(
-        text, base_dir=path.resolve().parent, tee_override=args.tee, detect_tee=detect_tee
+        text,
+        base_dir=path.resolve().parent,
+        tee_override=args.tee,
+        detect_tee=detect_tee,
+        profile_override=args.profile,
     )
     trainer = config.trainer.build(
         partition=config.partition, num_partitions=config.num_partitions, seed=config.seed
@@ -145,6 +178,8 @@ def _start(args: argparse.Namespace) -> int:
             max_reconnect_attempts=config.max_reconnect_attempts,
             backoff_initial_s=config.backoff_initial_s,
             backoff_max_s=config.backoff_max_s,
+            encoding=Encoding(config.encoding),
+            topk_fraction=config.topk_fraction,
         ),
         on_event=_printer(config.client_id),
     )
@@ -195,6 +230,13 @@ def register(subparsers: Any) -> None:
         choices=CHEATS,
         help="DEMO/TESTING ONLY: misbehave on purpose to show the server's defences "
         "(tamper-update: change each update after signing its receipt)",
+    )
+    start.add_argument(
+        "--profile",
+        default=None,
+        choices=PROFILES,
+        help="override the config's [runtime] profile (iot: 64 KiB chunks and int8-compressed "
+        "updates unless the config says otherwise, for devices with tens of MB; see docs/iot.md)",
     )
     start.set_defaults(handler=_start)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)

@@ -16,6 +16,7 @@ from typing import Any
 
 from fedtee.attest.model import TeeType
 from fedtee.client.trainer import TrainerSpec
+from fedtee.codec import Encoding
 from fedtee.errors import ConfigError, FedteeError
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -25,7 +26,15 @@ _SCHEMA: dict[str, set[str]] = {
     "server": {"address", "ca_cert", "server_name"},
     "tee": {"type", "sim_root_cert", "sim_root_key", "debug", "svn", "tcti", "ek_chain"},
     "trainer": {"target", "partition", "num_partitions", "seed"},
-    "runtime": {"max_reconnect_attempts", "backoff_initial_s", "backoff_max_s", "chunk_bytes"},
+    "runtime": {
+        "max_reconnect_attempts",
+        "backoff_initial_s",
+        "backoff_max_s",
+        "chunk_bytes",
+        "profile",
+        "encoding",
+        "topk_fraction",
+    },
 }
 _REQUIRED: dict[str, set[str]] = {
     "client": {"id"},
@@ -56,6 +65,9 @@ class ClientConfig:
     backoff_initial_s: float
     backoff_max_s: float
     chunk_bytes: int
+    profile: str = "default"  # "iot": small chunks, int8 updates, lean imports (docs/iot.md)
+    encoding: str = "safetensors"  # update compression, a fedtee.codec.Encoding value
+    topk_fraction: float = 0.01  # top-k encodings: the share of each tensor sent
 
 
 def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: Any) -> Any:
@@ -68,12 +80,42 @@ def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: 
     return value
 
 
+PROFILES = ("default", "iot")
+# What a profile changes, unless the config sets the key itself.
+_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "default": {"chunk_bytes": 1 << 20, "encoding": "safetensors"},
+    "iot": {"chunk_bytes": 64 * 1024, "encoding": "int8"},
+}
+ENCODINGS = tuple(e.value for e in Encoding)
+
+
+def _runtime_profile(table: Mapping[str, Any], override: str | None) -> dict[str, Any]:
+    """``[runtime]`` profile, chunk_bytes, encoding, topk_fraction (``--profile`` wins)."""
+    profile = override or _get(table, "runtime", "profile", str, "default")
+    if profile not in PROFILES:
+        raise ConfigError(f"[runtime] profile must be one of {list(PROFILES)}, got {profile!r}")
+    defaults = _PROFILE_DEFAULTS[profile]
+    encoding = _get(table, "runtime", "encoding", str, defaults["encoding"])
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"[runtime] encoding must be one of {list(ENCODINGS)}, got {encoding!r}")
+    fraction = _get(table, "runtime", "topk_fraction", float, 0.01)
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"[runtime] topk_fraction must be in (0, 1], got {fraction}")
+    return {
+        "chunk_bytes": _get(table, "runtime", "chunk_bytes", int, defaults["chunk_bytes"]),
+        "profile": profile,
+        "encoding": encoding,
+        "topk_fraction": fraction,
+    }
+
+
 def parse_client_config(
     text: str,
     *,
     base_dir: Path,
     tee_override: str | None = None,
     detect_tee: Callable[[], str] | None = None,
+    profile_override: str | None = None,
 ) -> ClientConfig:
     """Parse client.toml; ``tee_override`` (``--tee``) replaces ``[tee] type``.
 
@@ -150,7 +192,7 @@ def parse_client_config(
         max_reconnect_attempts=_get(runtime_t, "runtime", "max_reconnect_attempts", int, 8),
         backoff_initial_s=_get(runtime_t, "runtime", "backoff_initial_s", float, 0.2),
         backoff_max_s=_get(runtime_t, "runtime", "backoff_max_s", float, 5.0),
-        chunk_bytes=_get(runtime_t, "runtime", "chunk_bytes", int, 1 << 20),
+        **_runtime_profile(runtime_t, profile_override),
     )
     if tee is TeeType.SIM and (config.sim_root_cert is None or config.sim_root_key is None):
         raise ConfigError("[tee] type = 'sim' needs sim_root_cert and sim_root_key")
