@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedtee.attest.result import AttestationResult, Status
 from fedtee.cli.attest import EXIT_AFFIRMING, EXIT_CONTRAINDICATED, EXIT_WARNING
@@ -592,3 +594,20 @@ def test_docs_list_every_attestation_reason_code() -> None:
     area = names[names.index(Reason.EVIDENCE_TYPE_UNKNOWN) : names.index(Reason.TPM_RESET) + 1]
     missing = [r.value for r in [*area, Reason.NONCE_MISMATCH] if f"`{r.value}`" not in doc]
     assert missing == []
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(blob=st.binary(max_size=2048), cut=st.integers(min_value=0, max_value=6000))
+def test_show_and_verify_never_crash_on_hostile_blobs(
+    blob: bytes, cut: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Random bytes, and real samples cut and spliced with them: only exit codes, no traceback.
+    for data in (blob, SAMPLES[cut % len(SAMPLES)].blob[:cut] + blob):
+        path = write(tmp_path, data)
+        assert run(["attest", "show", path], capsys)[0] in (0, 1, 2)
+        for tee in ("sgx", "tdx", "sev-snp", "tpm", "psa", "cca", "sim"):
+            code, out, _ = run(["attest", "verify", path, "--type", tee, "--json"], capsys)
+            assert code in (EXIT_AFFIRMING, EXIT_CONTRAINDICATED, EXIT_WARNING)
+            assert AttestationResult.from_json(out).status is not None
