@@ -32,9 +32,12 @@ class NoiseTrainer:
     def fit(self, arrays: dict[str, NDArray[Any]], config: dict[str, str]) -> FitResult:
         out = {}
         for name, a in arrays.items():
-            rng = np.random.default_rng(self._seed)
-            noise = (rng.random(a.shape, dtype=np.float32) - np.float32(0.5)) * NOISE
-            out[name] = a + noise.astype(a.dtype, copy=False)
+            # One new buffer per tensor (the result), as in bench/flower_app's ClientApp.
+            new = np.random.default_rng(self._seed).random(a.shape, dtype=np.float32)
+            new -= np.float32(0.5)
+            new *= np.float32(NOISE)
+            new += a
+            out[name] = new.astype(a.dtype, copy=False)
         return FitResult(arrays=out, num_examples=1)
 
     def evaluate(self, arrays: dict[str, NDArray[Any]], config: dict[str, str]) -> EvalResult:

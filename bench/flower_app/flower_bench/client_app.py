@@ -18,9 +18,12 @@ def train(msg: Message, context: Context) -> Message:
     arrays = msg.content["arrays"].to_numpy_ndarrays()
     out = []
     for a in arrays:
-        rng = np.random.default_rng(seed)
-        noise = (rng.random(a.shape, dtype=np.float32) - np.float32(0.5)) * NOISE
-        out.append(a + noise.astype(a.dtype, copy=False))
+        # One new buffer per tensor (the result), as in bench/noise_trainer.py for fedtee.
+        new = np.random.default_rng(seed).random(a.shape, dtype=np.float32)
+        new -= np.float32(0.5)
+        new *= np.float32(NOISE)
+        new += a
+        out.append(new.astype(a.dtype, copy=False))
     reply = RecordDict(
         {"arrays": ArrayRecord(out), "metrics": MetricRecord({"num-examples": 1})}
     )
