@@ -229,8 +229,12 @@ class ClientRuntime:
 
     # --- one round ----------------------------------------------------------------------------
 
-    def download(self, session: Session, task: Task) -> bytes:
-        """The round's global model, resumed from the last good offset, digest checked."""
+    def download(self, session: Session, task: Task) -> bytearray:
+        """The round's global model, resumed from the last good offset, digest checked.
+
+        The bytes land in one buffer of the declared size (bounded first), hashed as they
+        arrive: a model costs one model of memory, not the two or three of growing a
+        buffer, copying it out and hashing again."""
         size = task.global_model_size
         if size > self.options.max_model_bytes:
             raise ProtocolError(
@@ -238,32 +242,38 @@ class ClientRuntime:
                 f"{self.options.max_model_bytes}",
                 reason=Reason.MESSAGE_TOO_LARGE,
             )
-        buf = bytearray()
+        buf = bytearray(size)
+        hashed = tensors.StreamingDigest()  # hashed.size: bytes received and checked so far
 
         def fetch() -> None:
             stream: Iterator[Any] = self.transport.download_model(
-                session=session, round=task.round, digest=task.global_model_digest, offset=len(buf)
+                session=session,
+                round=task.round,
+                digest=task.global_model_digest,
+                offset=hashed.size,
             )
             for chunk in stream:
-                if chunk.offset != len(buf) or chunk.total_size != size:
+                have = hashed.size
+                if chunk.offset != have or chunk.total_size != size:
                     raise ProtocolError(
                         f"model chunk at offset {chunk.offset} of {chunk.total_size} bytes; "
-                        f"expected offset {len(buf)} of {size}",
+                        f"expected offset {have} of {size}",
                         reason=Reason.MESSAGE_MALFORMED,
                     )
-                if len(buf) + len(chunk.data) > size:
+                if have + len(chunk.data) > size:
                     raise ProtocolError(
                         f"model stream runs past its declared {size} bytes",
                         reason=Reason.MESSAGE_TOO_LARGE,
                     )
-                buf.extend(chunk.data)
-            if len(buf) != size:
+                buf[have : have + len(chunk.data)] = chunk.data
+                hashed.update(chunk.data)
+            if hashed.size != size:
                 # A stream that ends early is a dropped connection: resume from here.
-                raise ServerUnavailable(f"model stream ended at {len(buf)} of {size} bytes")
+                raise ServerUnavailable(f"model stream ended at {hashed.size} of {size} bytes")
 
         self._retry("DownloadModel", fetch)
-        data = bytes(buf)
-        found = tensors.digest(data)
+        data = buf
+        found = hashed.digest()
         if found != task.global_model_digest:
             raise ProtocolError(
                 f"global model digest {found.hex()} is not the task's "
@@ -273,26 +283,39 @@ class ClientRuntime:
         return data
 
     def make_update(
-        self, session: Session, task: Task, model: bytes
-    ) -> tuple[SignedReceipt, bytes]:
+        self, session: Session, task: Task, model: bytes | bytearray
+    ) -> tuple[SignedReceipt, tensors.EncodedArrays]:
         """Train on the global model; return the signed receipt and the update's bytes
-        (encoded as ``options.encoding``: the digest and receipt cover exactly these bytes)."""
-        arrays = tensors.decode(model)
+        (encoded as ``options.encoding``: the digest and receipt cover exactly these bytes).
+
+        The trainer gets read-only views of the received model (it must not change them, and
+        cannot). A plain safetensors update is never joined into one buffer: its digest is a
+        streaming first pass over the header and the tensors' own memory, and
+        :meth:`submit` sends from the same memory (the receipt, which must precede the
+        data, names the digest before the first byte leaves)."""
+        arrays = tensors.decode(model, copy=False)
         result = self.trainer.fit(arrays, dict(task.config))
-        # numpy + json only (no safetensors on clients); deltas against read-only views of
-        # the received model, which the trainer cannot have changed.
-        update = codec.encode_update(
-            result.arrays,
-            global_arrays=tensors.decode(model, copy=False),
-            encoding=self.options.encoding,
-            topk_fraction=self.options.topk_fraction,
-        )
+        self._emit("trained", round=task.round)
+        update: tensors.EncodedArrays
+        if self.options.encoding is codec.Encoding.SAFETENSORS:
+            update = tensors.encode_stream(result.arrays)
+        else:
+            # numpy + json only (no safetensors on clients); deltas against the views of
+            # the received model, which the trainer cannot have changed.
+            update = tensors.EncodedArrays.of_bytes(
+                codec.encode_update(
+                    result.arrays,
+                    global_arrays=arrays,
+                    encoding=self.options.encoding,
+                    topk_fraction=self.options.topk_fraction,
+                )
+            )
         receipt = Receipt(
             federation_id=task.federation_id,
             round=task.round,
             client_id=self.client_id,
             global_model_digest=task.global_model_digest,
-            update_digest=tensors.digest(update),
+            update_digest=update.digest(),
             num_examples=result.num_examples,
             measurement=self._code_identity,
             metrics=dict(result.metrics),
@@ -300,7 +323,9 @@ class ClientRuntime:
         )
         return sign_receipt(receipt, session.private_key), update
 
-    def submit(self, session: Session, signed: SignedReceipt, update: bytes) -> SubmitOutcome:
+    def submit(
+        self, session: Session, signed: SignedReceipt, update: tensors.EncodedArrays
+    ) -> SubmitOutcome:
         """Send the update; after a dropped stream, ask the server what arrived and send
         only the rest (``GetUploadStatus``; the server keeps partial uploads for a while)."""
         step = self.options.chunk_bytes
@@ -309,8 +334,7 @@ class ClientRuntime:
         self.bytes_sent = 0
 
         def chunks(offset: int) -> Iterator[bytes]:
-            for i in range(offset, len(update), step):
-                chunk = update[i : i + step]
+            for chunk in update.chunks(step, offset=offset):
                 self.bytes_sent += len(chunk)
                 yield chunk
 
@@ -318,7 +342,7 @@ class ClientRuntime:
             outcome: SubmitOutcome = self.transport.submit_update(
                 session=session,
                 receipt=signed,
-                size=len(update),
+                size=update.size,
                 chunks=chunks(offset),
                 encoding=self.options.encoding.value,
                 offset=offset,
@@ -330,7 +354,7 @@ class ClientRuntime:
             offset = 0
             if interrupted:
                 status = self.transport.upload_status(session=session, receipt_hash=key)
-                if status.size == len(update) and status.committed < len(update):
+                if status.size == update.size and status.committed < update.size:
                     offset = status.committed
             interrupted = True  # if this attempt breaks off, the next one asks first
             outcome = send_from(offset)
@@ -340,14 +364,16 @@ class ClientRuntime:
 
         # Safe to resend after a dropped stream: the server treats one receipt idempotently.
         outcome: SubmitOutcome = self._retry("SubmitUpdate", send)
-        if interrupted and self.bytes_sent > len(update):
-            self._emit("upload_resumed", detail=f"{self.bytes_sent} bytes sent for {len(update)}")
+        if interrupted and self.bytes_sent > update.size:
+            self._emit("upload_resumed", detail=f"{self.bytes_sent} bytes sent for {update.size}")
         return outcome
 
     def train_round(self, session: Session, task: Task) -> SubmitOutcome:
         self._emit("training", round=task.round)
         model = self.download(session, task)
         signed, update = self.make_update(session, task, model)
+        del model  # unless the trainer kept views of it, the global model is freed here
+        self._emit("uploading", round=task.round, detail=f"{update.size} bytes")
         outcome = self.submit(session, signed, update)
         self.summary.rounds_trained += 1
         if outcome.accepted:

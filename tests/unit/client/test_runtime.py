@@ -181,7 +181,7 @@ def test_receipt_names_exactly_the_bytes_sent_and_the_model_received() -> None:
     from fedtee.ledger.receipts import verify_receipt
 
     receipt = verify_receipt(signed, server.keys["c1"])
-    assert receipt.update_digest == tensors.digest(update)
+    assert receipt.update_digest == tensors.digest(update.tobytes())
     assert receipt.global_model_digest == tensors.digest(model)
     assert receipt.measurement == MEASUREMENT and receipt.round == 1
     assert receipt.num_examples == len(runtime.trainer.data)  # type: ignore[attr-defined]
