@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import grpc
 import numpy as np
 
-from fedtee import identity, tensors
+from fedtee import codec, identity, tensors
 from fedtee.attest.attesters.sim import SimAttester, SimPlatform, SimRoot
 from fedtee.attest.binding import report_data
 from fedtee.attest.model import Evidence, TeeType, TrustAnchors
@@ -287,6 +287,7 @@ class Peer:
         size: int | None = None,
         chunks: Iterable[bytes] | None = None,
         session: Session | None = None,
+        encoding: str = "safetensors",
     ) -> SubmitOutcome:
         session = session or self.session
         if session is None:
@@ -296,6 +297,7 @@ class Peer:
             receipt=signed,
             size=len(data) if size is None else size,
             chunks=chunks if chunks is not None else _chunks(data),
+            encoding=encoding,
         )
         self.submitted.append(signed)
         self.outcomes.append(out)
@@ -779,6 +781,24 @@ def _header_bomb(arena: Arena, attacker: Peer | None) -> Observed:
     return _outcome(peer.submit(peer.receipt(task, update), update))
 
 
+def _topk_bomb(arena: Arena, attacker: Peer | None) -> Observed:
+    peer, task = _own_task(arena, attacker)
+    # A top-k update (fedtee.codec) listing far more entries than its tensors have elements:
+    # decoded naively it would scatter a thousand values into a 12-element tensor.
+    k = 1000
+    update = tensors.encode_pure(
+        {
+            "w#idx": np.arange(k, dtype=np.int32),
+            "w#val": np.ones(k, dtype=np.float32),
+            "b#idx": np.arange(3, dtype=np.int32),
+            "b#val": np.ones(3, dtype=np.float32),
+        },
+        metadata={codec.ENCODING_KEY: codec.Encoding.TOPK.value},
+    )
+    signed = peer.receipt(task, update)
+    return _outcome(peer.submit(signed, update, encoding=codec.Encoding.TOPK.value))
+
+
 def _raw_enroll(arena: Arena, payload: bytes) -> Observed:
     channel = arena.channel()
     try:
@@ -1056,6 +1076,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         description="a safetensors header declaring a 2^40-element tensor in a tiny upload",
         expected=Reason.UPDATE_MALFORMED,
         attack=_header_bomb,
+        setup=_enrolled_attacker,
+        settings=_PARTICIPATES,
+    ),
+    Scenario(
+        id="bomb-topk-encoding",
+        description="a compressed (top-k) update listing 1000 entries for a 12-element tensor",
+        expected=Reason.UPDATE_MALFORMED,
+        attack=_topk_bomb,
         setup=_enrolled_attacker,
         settings=_PARTICIPATES,
     ),
