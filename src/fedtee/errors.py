@@ -97,6 +97,7 @@ class Reason(StrEnum):
     NONCE_MISMATCH = "nonce_mismatch"
     PLATFORM_ALREADY_ENROLLED = "platform_already_enrolled"
     CLIENT_QUARANTINED = "client_quarantined"
+    SERVER_NOT_ATTESTED = "server_not_attested"  # mutual attestation required, none offered
 
     # --- credentials and wire ----------------------------------------------------------
     CREDENTIAL_MISSING = "credential_missing"

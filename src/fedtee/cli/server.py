@@ -12,6 +12,9 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
                      nonce_ttl_s, credential_ttl_s, and trust anchors beyond the embedded
                      vendor roots: tpm_ek_ca (PEM certificates of TPM EK CAs),
                      psa_iak / cca_cpak (PEM public keys: PSA IAKs, CCA CPAKs)
+    [server_attestation]  mutual attestation, off by default: tee ("off", "auto", or a TEE
+                     name), tcti / ek_chain (tpm), sim_root_cert / sim_root_key (sim),
+                     max_evidence_per_s; clients then verify this server before enrolling
 
 Unknown tables or keys are errors. Relative paths resolve against the config file's folder.
 The server keeps serving after the last round (clients hear FINISHED) until SIGINT/SIGTERM,
@@ -26,7 +29,7 @@ import logging
 import signal
 import threading
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -65,12 +68,33 @@ _SCHEMA: dict[str, set[str]] = {
         "psa_iak",
         "cca_cpak",
     },
+    "server_attestation": {
+        "tee",
+        "tcti",
+        "ek_chain",
+        "sim_root_cert",
+        "sim_root_key",
+        "max_evidence_per_s",
+    },
 }
+SERVER_TEES = ("off", "auto", *(t.value for t in TeeType if t is not TeeType.PSA))
 _REQUIRED: dict[str, set[str]] = {
     "federation": {"id"},
     "server": {"address", "tls_cert", "tls_key"},
     "attestation": {"policy"},
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerAttestationFileConfig:
+    """``[server_attestation]``: the aggregator's own TEE (mutual attestation)."""
+
+    tee: str  # a TeeType value or "auto"; the table is absent (or tee = "off") when off
+    tcti: str | None = None  # tpm: how to reach the server's TPM
+    ek_chain: Path | None = None  # tpm: PEM intermediates from the EK certificate to its CA
+    sim_root_cert: Path | None = None  # sim: the sim root that certifies this server
+    sim_root_key: Path | None = None
+    max_evidence_per_s: float = 10.0  # GetServerEvidence rate limit (it is unauthenticated)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +124,7 @@ class ServerFileConfig:
     kds_url: str | None = None  # AMD KDS base URL: fetch missing VCEKs and CRLs
     collateral_cache_dir: Path | None = None  # fetched collateral kept here (a bundle)
     train_config: Mapping[str, str] = field(default_factory=dict)
+    server_attestation: ServerAttestationFileConfig | None = None  # mutual attestation
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -190,6 +215,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         collateral_cache_dir=path("attestation", att, "collateral_cache_dir"),
         train_config=dict(train),
     )
+    cfg = _with_server_attestation(cfg, doc.get("server_attestation", {}), base_dir)
     if not cfg.federation_id or len(cfg.federation_id) > 256:
         raise ConfigError("[federation] id must be 1..256 characters")
     if cfg.min_clients < 1 or cfg.clients_per_round < cfg.min_clients or cfg.rounds < 1:
@@ -199,6 +225,44 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
     return cfg
+
+
+def _with_server_attestation(
+    cfg: ServerFileConfig, table: Mapping[str, Any], base_dir: Path
+) -> ServerFileConfig:
+    import dataclasses
+
+    tee = _typed("server_attestation", table, "tee", str, "off")
+    if tee not in SERVER_TEES:
+        raise ConfigError(
+            f"[server_attestation] tee must be one of {list(SERVER_TEES)}, not {tee!r}"
+        )
+    if tee == "off":
+        extra = sorted(set(table) - {"tee"})
+        if extra:
+            raise ConfigError(f"[server_attestation] {extra} set, but tee is off")
+        return cfg
+
+    def path(key: str) -> Path | None:
+        return (
+            base_dir / _typed("server_attestation", table, key, str, "") if key in table else None
+        )
+
+    sa = ServerAttestationFileConfig(
+        tee=tee,
+        tcti=_typed("server_attestation", table, "tcti", str, "") or None,
+        ek_chain=path("ek_chain"),
+        sim_root_cert=path("sim_root_cert"),
+        sim_root_key=path("sim_root_key"),
+        max_evidence_per_s=_typed("server_attestation", table, "max_evidence_per_s", float, 10.0),
+    )
+    if sa.max_evidence_per_s <= 0:
+        raise ConfigError("[server_attestation] max_evidence_per_s must be positive")
+    if tee == "sim" and (sa.sim_root_cert is None or sa.sim_root_key is None):
+        raise ConfigError("[server_attestation] tee = 'sim' needs sim_root_cert and sim_root_key")
+    if tee not in ("tpm", "auto") and (sa.tcti or sa.ek_chain):
+        raise ConfigError("[server_attestation] tcti and ek_chain apply only to tee = 'tpm'")
+    return dataclasses.replace(cfg, server_attestation=sa)
 
 
 def _read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -225,6 +289,20 @@ def _initial_model(target: str) -> bytes:
 
 
 def _trust(cfg: ServerFileConfig) -> TrustAnchors:
+    return trust_anchors(
+        sim_root=cfg.sim_root, tpm_ek_ca=cfg.tpm_ek_ca, psa_iak=cfg.psa_iak, cca_cpak=cfg.cca_cpak
+    )
+
+
+def trust_anchors(
+    *,
+    sim_root: Path | None = None,
+    tpm_ek_ca: Sequence[Path] = (),
+    psa_iak: Sequence[Path] = (),
+    cca_cpak: Sequence[Path] = (),
+) -> TrustAnchors:
+    """The embedded vendor roots plus the configured anchors (PEM files). Shared by
+    server.toml's [attestation] and client.toml's [server_attestation]."""
     roots: dict[TeeType, tuple[Any, ...]] = {}
     keys: dict[TeeType, tuple[Any, ...]] = {}
     try:
@@ -234,14 +312,14 @@ def _trust(cfg: ServerFileConfig) -> TrustAnchors:
         keys.update({t: tuple(v) for t, v in embedded.keys.items()})
     except (ImportError, AttributeError):
         logging.getLogger(__name__).warning("no embedded vendor roots available")
-    if cfg.sim_root is not None:
+    if sim_root is not None:
         from fedtee.wire.tls import load_cert
 
-        roots[TeeType.SIM] = (load_cert(_read(cfg.sim_root)),)
-    ek_cas = tuple(cert for path in cfg.tpm_ek_ca for cert in _certificates(path))
+        roots[TeeType.SIM] = (load_cert(_read(sim_root)),)
+    ek_cas = tuple(cert for path in tpm_ek_ca for cert in _certificates(path))
     if ek_cas:
         roots[TeeType.TPM] = (*roots.get(TeeType.TPM, ()), *ek_cas)
-    for tee, files in ((TeeType.PSA, cfg.psa_iak), (TeeType.CCA, cfg.cca_cpak)):
+    for tee, files in ((TeeType.PSA, psa_iak), (TeeType.CCA, cca_cpak)):
         if files:
             keys[tee] = (*keys.get(tee, ()), *(_ec_public_key(path) for path in files))
     return TrustAnchors(roots=roots, keys=keys)
@@ -292,12 +370,48 @@ def _collateral(cfg: ServerFileConfig) -> CollateralSource | None:
     )
 
 
+def directory_collateral(directory: Path | None) -> CollateralSource | None:
+    """Collateral from a directory (None when none is configured)."""
+    if directory is None:
+        return None
+    module = importlib.import_module("fedtee.attest.trust.collateral")
+    source: CollateralSource = module.DirectoryCollateral(directory)
+    return source
+
+
 def _policy(cfg: ServerFileConfig) -> Any:
+    return load_policy(cfg.policy)
+
+
+def load_policy(path: Path) -> Any:
+    """A policy file through the policy engine (PolicyError / ConfigError when wrong)."""
     try:
         module = importlib.import_module("fedtee.attest.policy")
     except ImportError as exc:
         raise ConfigError(f"the policy engine is not installed: {exc}") from exc
-    return module.Policy.from_toml(_read(cfg.policy).decode("utf-8"))
+    return module.Policy.from_toml(_read(path).decode("utf-8"))
+
+
+def server_attester(sa: ServerAttestationFileConfig) -> Any:
+    """The aggregator's attester for [server_attestation] (opens the device; TPM: extends
+    the code PCR with the server's measurement)."""
+    from fedtee.server.self_attestation import build_server_attester, measure_server
+
+    measurement = measure_server()
+    options: dict[str, Any] = {}
+    if sa.tee == "sim":
+        from fedtee.attest.attesters.sim import SimRoot
+
+        assert sa.sim_root_cert is not None and sa.sim_root_key is not None
+        options["sim_root"] = SimRoot.from_pem(_read(sa.sim_root_cert), _read(sa.sim_root_key))
+    if sa.tcti:
+        options["tcti"] = sa.tcti
+    if sa.ek_chain is not None:
+        options["ek_chain"] = _read(sa.ek_chain)
+    attester = build_server_attester(sa.tee, measurement=measurement, **options)
+    log = logging.getLogger(__name__)
+    log.info("server code measurement %s (%s TEE)", measurement.hex(), attester.tee.value)
+    return attester
 
 
 def build_server(cfg: ServerFileConfig) -> Any:
@@ -306,6 +420,9 @@ def build_server(cfg: ServerFileConfig) -> Any:
     from fedtee.server.rounds import RoundSettings
 
     extra: dict[str, Any] = {}
+    if cfg.server_attestation is not None:
+        extra["attester"] = server_attester(cfg.server_attestation)
+        extra["server_evidence_per_s"] = cfg.server_attestation.max_evidence_per_s
     collateral = _collateral(cfg)
     if collateral is not None:
         extra["collateral"] = collateral
@@ -366,7 +483,25 @@ def _start(args: argparse.Namespace) -> int:
                 break
     finally:
         server.stop()
+        close = getattr(server.config.attester, "close", None)
+        if callable(close):
+            close()  # e.g. flush the TPM's AK
     print("fedtee server: stopped", flush=True)
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    del args
+    from fedtee.server.self_attestation import measure_server
+
+    measurement = measure_server()
+    print(f"measurement (sim, [tee.sim.reference] measurement): {measurement.hex()}")
+    try:
+        from fedtee.attest.verify.tpm import CODE_PCR, code_pcr_value
+    except ImportError:  # pragma: no cover - the TPM verifier needs only cryptography
+        return 0
+    pcr = code_pcr_value(measurement).hex()
+    print(f"pcr{CODE_PCR} (tpm, [tee.tpm.reference] pcr{CODE_PCR}): {pcr}")
     return 0
 
 
@@ -403,7 +538,27 @@ def register(subparsers: Any) -> None:
     )
     start.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     start.set_defaults(handler=_start)
+    measure = sub.add_parser(
+        "measure",
+        help="print this server's code measurement (for clients' server policies)",
+        description=(
+            "Print the aggregator's code measurement (SHA-384 over the installed fedtee "
+            "package), and the TPM code PCR value it gives, for the reference values of the "
+            "server policy clients use with [server_attestation]."
+        ),
+    )
+    measure.set_defaults(handler=_measure)
     parser.set_defaults(handler=lambda _args: (parser.print_help(), 2)[1])
 
 
-__all__ = ["ServerFileConfig", "build_server", "parse_server_config", "register"]
+__all__ = [
+    "ServerAttestationFileConfig",
+    "ServerFileConfig",
+    "build_server",
+    "directory_collateral",
+    "load_policy",
+    "parse_server_config",
+    "register",
+    "server_attester",
+    "trust_anchors",
+]

@@ -8,6 +8,7 @@ Unknown tables or keys are errors: a typo must not silently fall back to a defau
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,15 @@ _SCHEMA: dict[str, set[str]] = {
         "encoding",
         "topk_fraction",
     },
+    "server_attestation": {
+        "require",
+        "policy",
+        "sim_root",
+        "tpm_ek_ca",
+        "psa_iak",
+        "cca_cpak",
+        "collateral_dir",
+    },
 }
 _REQUIRED: dict[str, set[str]] = {
     "client": {"id"},
@@ -42,6 +52,21 @@ _REQUIRED: dict[str, set[str]] = {
     "tee": {"type"},
     "trainer": {"target"},
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerAttestationConfig:
+    """``[server_attestation]``: verify the aggregator's TEE evidence before enrolling
+    (:mod:`fedtee.client.server_attestation`), with this policy and these trust anchors
+    besides the embedded vendor roots."""
+
+    require: bool  # refuse a server without a TEE (one whose evidence fails is refused anyway)
+    policy: Path  # same format as the server's policy (fedtee.attest.policy)
+    sim_root: Path | None = None  # PEM: trust this sim root (the policy must allow sim)
+    tpm_ek_ca: tuple[Path, ...] = ()  # PEM certificates of the server TPM's EK CA
+    psa_iak: tuple[Path, ...] = ()
+    cca_cpak: tuple[Path, ...] = ()
+    collateral_dir: Path | None = None  # SGX/TDX/SNP collateral for the server's evidence
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +93,7 @@ class ClientConfig:
     profile: str = "default"  # "iot": small chunks, int8 updates, lean imports (docs/iot.md)
     encoding: str = "safetensors"  # update compression, a fedtee.codec.Encoding value
     topk_fraction: float = 0.01  # top-k encodings: the share of each tensor sent
+    server_attestation: ServerAttestationConfig | None = None  # mutual attestation, off if None
 
 
 def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: Any) -> Any:
@@ -196,7 +222,42 @@ def parse_client_config(
     )
     if tee is TeeType.SIM and (config.sim_root_cert is None or config.sim_root_key is None):
         raise ConfigError("[tee] type = 'sim' needs sim_root_cert and sim_root_key")
+    if "server_attestation" in doc:
+        config = dataclasses.replace(
+            config, server_attestation=_server_attestation(doc["server_attestation"], base_dir)
+        )
     return config
 
 
-__all__ = ["ClientConfig", "parse_client_config"]
+def _server_attestation(table: Mapping[str, Any], base_dir: Path) -> ServerAttestationConfig:
+    section = "server_attestation"
+
+    def one(key: str) -> Path | None:
+        raw = table.get(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"[{section}] {key} must be a path string")
+        return (base_dir / raw).resolve()
+
+    def many(key: str) -> tuple[Path, ...]:
+        raw = table.get(key, [])
+        if not isinstance(raw, list) or not all(isinstance(v, str) and v for v in raw):
+            raise ConfigError(f"[{section}] {key} must be a list of file paths, got {raw!r}")
+        return tuple((base_dir / v).resolve() for v in raw)
+
+    policy = one("policy")
+    if policy is None:
+        raise ConfigError("[server_attestation] needs policy (the server policy file)")
+    return ServerAttestationConfig(
+        require=_get(table, section, "require", bool, True),
+        policy=policy,
+        sim_root=one("sim_root"),
+        tpm_ek_ca=many("tpm_ek_ca"),
+        psa_iak=many("psa_iak"),
+        cca_cpak=many("cca_cpak"),
+        collateral_dir=one("collateral_dir"),
+    )
+
+
+__all__ = ["ClientConfig", "ServerAttestationConfig", "parse_client_config"]

@@ -35,6 +35,8 @@ from fedtee.wire.messages import (
     ChallengeRequest,
     EnrollRequest,
     ModelRequest,
+    ServerEvidence,
+    ServerEvidenceRequest,
     UpdateHeader,
     UploadStatus,
 )
@@ -200,6 +202,20 @@ class GrpcTransport:
                 )
             raise error from exc
         return serde.submit_outcome_from_proto(reply)
+
+    def get_server_evidence(self, *, nonce: bytes, aux: Mapping[str, bytes]) -> ServerEvidence:
+        """Mutual attestation: the server's evidence over ``nonce`` and its TLS key.
+
+        Only meaningful on a channel pinned to the server's certificate (``connect`` with
+        ``ca_pem`` = that certificate, see :mod:`fedtee.client.server_attestation`)."""
+        request = serde.server_evidence_request_to_proto(
+            ServerEvidenceRequest(nonce=nonce, aux=dict(aux))
+        )
+        try:
+            reply = self._stub.GetServerEvidence(request, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise translate("GetServerEvidence", exc) from exc
+        return serde.server_evidence_from_proto(reply, limits=self._limits)
 
     def upload_status(self, *, session: Session, receipt_hash: bytes) -> UploadStatus:
         try:

@@ -2,6 +2,9 @@
 
 One client's life (DESIGN.md "Trust flow"):
 
+0. **Server check** (mutual attestation, when configured): ``server_check`` verifies the
+   aggregator's evidence (:mod:`fedtee.client.server_attestation`) before every enrolment;
+   a server that fails is refused, so it never sees this client's evidence or updates.
 1. **Key.** A fresh ECDSA P-256 identity key. With the sim TEE it lives in this process;
    with hardware it would live inside the TEE, next to the training code.
 2. **Challenge.** ``GetChallenge`` (with the attester's ``challenge_request()`` aux when it
@@ -28,7 +31,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedtee import codec, identity, tensors
 from fedtee.attest.attesters.measure import measure_code
@@ -47,6 +50,9 @@ from fedtee.client.transport import (
 from fedtee.errors import AttestationError, ConfigError, CredentialError, ProtocolError, Reason
 from fedtee.ledger.receipts import Receipt, SignedReceipt, receipt_hash, sign_receipt
 from fedtee.wire.limits import DEFAULT_LIMITS
+
+if TYPE_CHECKING:
+    from fedtee.attest.result import AttestationResult
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = DEFAULT_LIMITS.chunk_bytes  # what a server reads per UpdateChunk
@@ -132,6 +138,7 @@ class ClientRuntime:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         on_event: Callable[[ClientEvent], None] | None = None,
         rng: random.Random | None = None,
+        server_check: Callable[[], AttestationResult | None] | None = None,
     ) -> None:
         self.client_id = client_id
         self.transport = transport
@@ -143,6 +150,7 @@ class ClientRuntime:
         self._clock_ms = clock_ms
         self._on_event = on_event
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._server_check = server_check
         self._code_identity = measurement
         self.summary = RunSummary()
         self.bytes_sent = 0  # update bytes handed to the transport by the last submit()
@@ -173,8 +181,26 @@ class ClientRuntime:
 
     # --- enrolment --------------------------------------------------------------------------
 
+    def check_server(self) -> None:
+        """Step 0: mutual attestation; raises (an AttestationError) for a refused server."""
+        if self._server_check is None:
+            return
+        try:
+            result: AttestationResult | None = self._retry("server attestation", self._server_check)
+        except AttestationError as exc:
+            self._emit("server_refused", reason=exc.reason.value, detail=exc.message)
+            raise
+        if result is None:
+            self._emit("server_unattested", detail="the server has no TEE; not required")
+            return
+        tee = result.tee.value if result.tee is not None else "?"
+        backed = "" if result.hardware_backed else ", SIMULATED, not hardware-backed"
+        self._emit("server_attested", detail=f"{tee} TEE{backed}; {result.status.value}")
+
     def enroll(self) -> Session:
-        """Steps 1-4: a fresh key, a challenge, evidence over (nonce, key), a credential."""
+        """Steps 0-4: check the server, then a fresh key, a challenge, evidence over
+        (nonce, key), a credential."""
+        self.check_server()
         key = identity.generate()
         public = identity.public_key_der(key)
         request_aux: Mapping[str, bytes] = {}

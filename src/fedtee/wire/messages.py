@@ -104,6 +104,26 @@ class SubmitOutcome:
     message: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerEvidenceRequest:
+    """Mutual attestation: a client's fresh nonce, and on a second request its answer to the
+    server TEE's challenge extension (TPM: the MakeCredential blobs)."""
+
+    nonce: bytes
+    aux: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerEvidence:
+    """The aggregator's evidence, bound to the request's nonce and its TLS key ``public_key``
+    (DER SPKI); ``challenge_request`` is what a client needs to prepare the TEE's challenge
+    extension (TPM: EK certificate, EK and AK public areas), empty when none applies."""
+
+    evidence: Evidence
+    public_key: bytes
+    challenge_request: Mapping[str, bytes] = field(default_factory=dict)
+
+
 __all__ = [
     "Challenge",
     "ChallengeRequest",
@@ -111,6 +131,8 @@ __all__ = [
     "Enrolment",
     "ModelChunk",
     "ModelRequest",
+    "ServerEvidence",
+    "ServerEvidenceRequest",
     "SubmitOutcome",
     "Task",
     "TaskKind",

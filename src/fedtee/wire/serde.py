@@ -23,6 +23,8 @@ from fedtee.wire.messages import (
     Enrolment,
     ModelChunk,
     ModelRequest,
+    ServerEvidence,
+    ServerEvidenceRequest,
     SubmitOutcome,
     Task,
     TaskKind,
@@ -327,6 +329,56 @@ def submit_outcome_from_proto(msg: pb.SubmitResult) -> SubmitOutcome:
     )
 
 
+# --- mutual attestation ----------------------------------------------------------------------
+
+MIN_NONCE_BYTES = 16
+MAX_NONCE_BYTES = 64
+MAX_PUBLIC_KEY_BYTES = 4096
+
+
+def server_evidence_request_to_proto(req: ServerEvidenceRequest) -> pb.ServerEvidenceRequest:
+    return pb.ServerEvidenceRequest(nonce=req.nonce, aux=dict(req.aux))
+
+
+def server_evidence_request_from_proto(
+    msg: pb.ServerEvidenceRequest, *, limits: WireLimits = DEFAULT_LIMITS
+) -> ServerEvidenceRequest:
+    if not MIN_NONCE_BYTES <= len(msg.nonce) <= MAX_NONCE_BYTES:
+        raise _malformed(
+            f"nonce of {len(msg.nonce)} bytes (want {MIN_NONCE_BYTES}..{MAX_NONCE_BYTES})"
+        )
+    return ServerEvidenceRequest(
+        nonce=bytes(msg.nonce),
+        aux=_aux_from(msg.aux, limit=limits.max_challenge_aux_bytes, what="server evidence aux"),
+    )
+
+
+def server_evidence_to_proto(reply: ServerEvidence) -> pb.ServerEvidence:
+    return pb.ServerEvidence(
+        evidence=evidence_to_proto(reply.evidence),
+        public_key=reply.public_key,
+        challenge_request=dict(reply.challenge_request),
+    )
+
+
+def server_evidence_from_proto(
+    msg: pb.ServerEvidence, *, limits: WireLimits = DEFAULT_LIMITS
+) -> ServerEvidence:
+    if not msg.HasField("evidence"):
+        raise _malformed("server evidence reply carries no evidence")
+    if not 0 < len(msg.public_key) <= MAX_PUBLIC_KEY_BYTES:
+        raise _malformed(f"server public key of {len(msg.public_key)} bytes")
+    return ServerEvidence(
+        evidence=evidence_from_proto(msg.evidence, limits=limits),
+        public_key=bytes(msg.public_key),
+        challenge_request=_aux_from(
+            msg.challenge_request,
+            limit=limits.max_challenge_aux_bytes,
+            what="server challenge request",
+        ),
+    )
+
+
 __all__ = [
     "challenge_from_proto",
     "challenge_request_from_proto",
@@ -342,6 +394,10 @@ __all__ = [
     "model_chunk_to_proto",
     "model_request_from_proto",
     "model_request_to_proto",
+    "server_evidence_from_proto",
+    "server_evidence_request_from_proto",
+    "server_evidence_request_to_proto",
+    "server_evidence_to_proto",
     "signed_receipt_from_proto",
     "signed_receipt_to_proto",
     "submit_outcome_from_proto",
