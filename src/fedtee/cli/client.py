@@ -4,13 +4,7 @@ The client measures its training code (the trainer's module file plus its factor
 attests with its TEE over the server's nonce and its fresh identity key, enrols, and then
 trains every round it is given until the federation finishes. Exit codes: 0 finished,
 3 enrolment rejected (the reason is printed), 4 server unreachable, 5 turned away later (e.g.
-quarantined after a rejected update), 6 the server failed mutual attestation, 2 any other
-fedtee error.
-
-With a ``[server_attestation]`` table the client first pins the server's TLS certificate (one
-handshake checked against the CA), dials gRPC pinned to it, and verifies the server's TEE
-evidence with the server policy before each enrolment (:mod:`fedtee.client.server_attestation`);
-a server that fails gets nothing.
+quarantined after a rejected update), 2 any other fedtee error.
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fedtee.attest.model import Attester, TeeType
 from fedtee.client.config import PROFILES, ClientConfig, parse_client_config
@@ -33,16 +27,12 @@ from fedtee.client.runtime import (
 )
 from fedtee.client.transport import ServerUnavailable, Transport
 from fedtee.codec import Encoding
-from fedtee.errors import AttestationError, ConfigError, ProtocolError
-
-if TYPE_CHECKING:
-    from fedtee.client.server_attestation import PinnedServer
+from fedtee.errors import ConfigError, ProtocolError
 
 EXIT_FINISHED = 0
 EXIT_REJECTED = 3
 EXIT_UNREACHABLE = 4
 EXIT_TURNED_AWAY = 5
-EXIT_SERVER_REFUSED = 6
 CHEATS = ("tamper-update",)
 DEVICE_ROOT = "/"  # where --tee auto looks for devices (tests point it at a fake tree)
 
@@ -92,48 +82,13 @@ def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
     raise ConfigError(f"no attester for TEE type {config.tee.value!r} on a client")
 
 
-def connect(config: ClientConfig, *, pinned: PinnedServer | None = None) -> Transport:
-    """The gRPC transport; pinned to ``pinned``'s certificate when given (mutual attestation)."""
+def connect(config: ClientConfig) -> Transport:
     from fedtee.client.grpc_transport import GrpcTransport
 
     return GrpcTransport.connect(
         address=config.server_address,
-        ca_pem=pinned.certificate_pem if pinned is not None else _ca_pem(config),
+        ca_pem=config.ca_cert.read_bytes(),
         server_name=config.server_name,
-    )
-
-
-def _ca_pem(config: ClientConfig) -> bytes:
-    try:
-        return config.ca_cert.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read [server] ca_cert {config.ca_cert}: {exc}") from exc
-
-
-def pin(config: ClientConfig) -> PinnedServer:
-    """One TLS handshake: the server's certificate, checked against the federation CA."""
-    from fedtee.client.server_attestation import pin_server
-
-    return pin_server(config.server_address, ca_pem=_ca_pem(config), server_name=config.server_name)
-
-
-def server_verifier(config: ClientConfig, transport: Any, pinned: PinnedServer) -> Any:
-    """The mutual-attestation check for ``[server_attestation]`` (reads its files)."""
-    from fedtee.attest.trust.collateral import NoCollateral
-    from fedtee.cli.server import directory_collateral, load_policy, trust_anchors
-    from fedtee.client.server_attestation import ServerVerifier
-
-    sa = config.server_attestation
-    assert sa is not None
-    return ServerVerifier(
-        source=transport,
-        pinned=pinned,
-        policy=load_policy(sa.policy),
-        trust=trust_anchors(
-            sim_root=sa.sim_root, tpm_ek_ca=sa.tpm_ek_ca, psa_iak=sa.psa_iak, cca_cpak=sa.cca_cpak
-        ),
-        collateral=directory_collateral(sa.collateral_dir) or NoCollateral(),
-        require=sa.require,
     )
 
 
@@ -168,15 +123,20 @@ REPORT_ENV = "FEDTEE_CLIENT_REPORT"  # a file: at exit, loaded modules and peak 
 def _write_report(path: str) -> None:
     """For tests and bench/bench_iot.py: which top-level modules this client process loaded
     (the IoT profile's import allow-list is checked against them) and its peak RSS."""
-    peak_kib = 0
+    status: dict[str, int] = {}
     try:
         for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-            if line.startswith("VmHWM:"):
-                peak_kib = int(line.split()[1])
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmPeak"):
+                status[key] = int(value.split()[0])
     except (OSError, ValueError, IndexError):
-        peak_kib = 0  # not Linux: the module list still counts
-    modules = sorted({name.partition(".")[0] for name in sys.modules})
-    Path(path).write_text(json.dumps({"modules": modules, "vm_hwm_kib": peak_kib}) + "\n")
+        status = {}  # not Linux: the module list still counts
+    report = {
+        "modules": sorted({name.partition(".")[0] for name in sys.modules}),
+        "vm_hwm_kib": status.get("VmHWM", 0),  # peak resident set
+        "vm_peak_kib": status.get("VmPeak", 0),  # peak address space (what prlimit --as caps)
+    }
+    Path(path).write_text(json.dumps(report) + "\n")
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -207,23 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     measurement = measure_trainer(config.trainer)
     print(f"[{config.client_id}] code measurement {measurement.hex()}", flush=True)
     attester = build_attester(config, measurement)
-    check = None
-    if config.server_attestation is None:
-        transport = connect(config)
-    else:
-        try:
-            pinned = pin(config)
-        except ServerUnavailable as exc:
-            print(f"[{config.client_id}] server unreachable: {exc}", file=sys.stderr, flush=True)
-            return EXIT_UNREACHABLE
-        except AttestationError as exc:
-            print(f"[{config.client_id}] server refused: {exc}", file=sys.stderr, flush=True)
-            return EXIT_SERVER_REFUSED
-        print(
-            f"[{config.client_id}] server TLS key pinned: sha256:{pinned.fingerprint}", flush=True
-        )
-        transport = connect(config, pinned=pinned)
-        check = server_verifier(config, transport, pinned)
+    transport = connect(config)
     if args.cheat == "tamper-update":
         from fedtee.client.cheats import TamperingTransport
 
@@ -243,24 +187,12 @@ def _run(args: argparse.Namespace) -> int:
             topk_fraction=config.topk_fraction,
         ),
         on_event=_printer(config.client_id),
-        server_check=check,
     )
     try:
         summary = runtime.run()
     except EnrolmentRejected as exc:
         print(f"[{config.client_id}] enrolment rejected: {exc}", file=sys.stderr, flush=True)
         return EXIT_REJECTED
-    except AttestationError as exc:
-        from fedtee.client.server_attestation import ServerAttestationFailed
-
-        if not isinstance(exc, ServerAttestationFailed):
-            raise
-        print(
-            f"[{config.client_id}] server refused, nothing sent to it: {exc}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return EXIT_SERVER_REFUSED
     except ServerUnavailable as exc:
         print(f"[{config.client_id}] server unreachable: {exc}", file=sys.stderr, flush=True)
         return EXIT_UNREACHABLE

@@ -28,7 +28,10 @@ _GROUPS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every group, or with group ``only``: a command imports just its own
+    group's module, so ``fedtee client start`` never loads the server's dependencies (the IoT
+    profile's import budget, docs/iot.md)."""
     parser = argparse.ArgumentParser(
         prog="fedtee",
         description=(
@@ -38,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fedtee {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _GROUPS:
+    for name in _GROUPS if only is None else (only,):
         importlib.import_module(f"fedtee.cli.{name}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = args_list[0] if args_list else None
+    parser = build_parser(command if command in _GROUPS else None)
+    args = parser.parse_args(args_list)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

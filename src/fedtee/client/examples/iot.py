@@ -1,0 +1,142 @@
+"""A tiny IoT trainer: a 100,060-parameter MLP on sensor-like data it generates, numpy only.
+
+What an IoT-profile client runs (``fedtee client start --profile iot``): nothing but numpy,
+no data set to download. Every client draws its own readings from one fixed generator: ten
+kinds of event, each a noisy pattern over 64 sensor channels (class centres fixed by
+``DATA_SEED``, shared by every client); a client's ``partition`` skews which events it sees
+(non-IID) and its readings are its own draw. Model: 64 -> 1334 (ReLU) -> 10 softmax, float32,
+as four tensors ``w1`` (64 x 1334), ``b1``, ``w2`` (1334 x 10), ``b2``: 100,060 parameters
+(400 KB as float32). Training is mini-batch SGD in float32 so that one round's working set
+stays a few model sizes. Round hyper-parameters (strings, optional): ``lr``, ``local_epochs``,
+``batch_size``.
+
+This file's bytes are what an IoT example client's code measurement covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedtee.client.trainer import Arrays, EvalResult, FitResult, config_float, config_int
+from fedtee.errors import ConfigError
+
+NUM_FEATURES = 64
+HIDDEN = 1334
+NUM_CLASSES = 10
+NUM_PARAMETERS = NUM_FEATURES * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES
+SAMPLES_PER_CLIENT = 256
+DATA_SEED = 20260101
+NOISE = 2.5
+MAX_PARTITIONS = 100_000
+DEFAULTS: dict[str, str] = {"lr": "0.05", "local_epochs": "1", "batch_size": "32"}
+_SHAPES = {
+    "w1": (NUM_FEATURES, HIDDEN),
+    "b1": (HIDDEN,),
+    "w2": (HIDDEN, NUM_CLASSES),
+    "b2": (NUM_CLASSES,),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Readings:
+    features: NDArray[np.float32]  # (n, 64)
+    labels: NDArray[np.int64]  # (n,)
+
+
+def readings(*, partition: int, num_partitions: int, seed: int, n: int) -> Readings:
+    """``n`` readings for one client: events skewed towards two kinds per partition."""
+    centres = np.random.default_rng(DATA_SEED).standard_normal((NUM_CLASSES, NUM_FEATURES))
+    rng = np.random.default_rng([seed, partition, num_partitions])
+    favoured = {partition % NUM_CLASSES, (partition + 1) % NUM_CLASSES}
+    weights = np.array([4.0 if c in favoured else 1.0 for c in range(NUM_CLASSES)])
+    labels = rng.choice(NUM_CLASSES, size=n, p=weights / weights.sum()).astype(np.int64)
+    noise = rng.standard_normal((n, NUM_FEATURES)) * NOISE
+    features = (centres[labels] + noise).astype(np.float32)
+    return Readings(features=features, labels=labels)
+
+
+def initial_arrays(seed: int = 0) -> Arrays:
+    """Round 0's global model: He-initialised weights, zero biases."""
+    rng = np.random.default_rng(seed)
+    return {
+        "w1": (rng.standard_normal(_SHAPES["w1"]) * np.sqrt(2 / NUM_FEATURES)).astype(np.float32),
+        "b1": np.zeros(HIDDEN, dtype=np.float32),
+        "w2": (rng.standard_normal(_SHAPES["w2"]) * np.sqrt(2 / HIDDEN)).astype(np.float32),
+        "b2": np.zeros(NUM_CLASSES, dtype=np.float32),
+    }
+
+
+def _params(arrays: Arrays) -> dict[str, NDArray[np.float32]]:
+    out: dict[str, NDArray[np.float32]] = {}
+    for name, shape in _SHAPES.items():
+        if name not in arrays or tuple(arrays[name].shape) != shape:
+            raise ConfigError(f"iot model needs {name} of shape {shape}")
+        out[name] = np.array(arrays[name], dtype=np.float32, copy=True)
+    return out
+
+
+def _forward(
+    p: dict[str, NDArray[np.float32]], x: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    hidden = np.maximum(x @ p["w1"] + p["b1"], 0)
+    logits = hidden @ p["w2"] + p["b2"]
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return hidden, probs
+
+
+class IotTrainer:
+    """One device's readings (a :class:`~fedtee.client.trainer.Trainer`)."""
+
+    def __init__(self, *, partition: int, num_partitions: int, seed: int = 0) -> None:
+        if not 1 <= num_partitions <= MAX_PARTITIONS or not 0 <= partition < num_partitions:
+            raise ConfigError(f"partition {partition} of {num_partitions} is out of range")
+        self.data = readings(
+            partition=partition, num_partitions=num_partitions, seed=seed, n=SAMPLES_PER_CLIENT
+        )
+        self._rng = np.random.default_rng([seed, partition, 1])
+
+    def fit(self, arrays: Arrays, config: dict[str, str]) -> FitResult:
+        cfg = {**DEFAULTS, **config}
+        lr = np.float32(config_float(cfg, "lr", 0.05))
+        epochs = config_int(cfg, "local_epochs", 1, low=1, high=100)
+        batch = config_int(cfg, "batch_size", 32, low=1, high=4096)
+        p = _params(arrays)
+        x_all, y_all = self.data.features, self.data.labels
+        n = y_all.shape[0]
+        for _ in range(epochs):
+            order = self._rng.permutation(n)
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                x = x_all[idx]
+                hidden, probs = _forward(p, x)
+                probs[np.arange(idx.shape[0]), y_all[idx]] -= 1
+                grad = probs / np.float32(idx.shape[0])
+                grad_hidden = (grad @ p["w2"].T) * (hidden > 0)
+                p["w2"] -= lr * (hidden.T @ grad)
+                p["b2"] -= lr * grad.sum(axis=0)
+                p["w1"] -= lr * (x.T @ grad_hidden)
+                p["b1"] -= lr * grad_hidden.sum(axis=0)
+        loss, accuracy = self._score(p)
+        return FitResult(
+            arrays=dict(p), num_examples=n, metrics={"loss": loss, "accuracy": accuracy}
+        )
+
+    def _score(self, p: dict[str, NDArray[np.float32]]) -> tuple[float, float]:
+        _, probs = _forward(p, self.data.features)
+        picked = probs[np.arange(probs.shape[0]), self.data.labels]
+        loss = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+        return loss, float(np.mean(probs.argmax(axis=1) == self.data.labels))
+
+    def evaluate(self, arrays: Arrays, config: dict[str, str]) -> EvalResult:
+        loss, accuracy = self._score(_params(arrays))
+        return EvalResult(
+            loss=loss, num_examples=int(self.data.labels.shape[0]), metrics={"accuracy": accuracy}
+        )
+
+
+__all__ = ["NUM_PARAMETERS", "IotTrainer", "initial_arrays", "readings"]
