@@ -4,7 +4,13 @@ The client measures its training code (the trainer's module file plus its factor
 attests with its TEE over the server's nonce and its fresh identity key, enrols, and then
 trains every round it is given until the federation finishes. Exit codes: 0 finished,
 3 enrolment rejected (the reason is printed), 4 server unreachable, 5 turned away later (e.g.
-quarantined after a rejected update), 2 any other fedtee error.
+quarantined after a rejected update), 6 the server failed mutual attestation, 2 any other
+fedtee error.
+
+With a ``[server_attestation]`` table the client first pins the server's TLS certificate (one
+handshake checked against the CA), dials gRPC pinned to it, and verifies the server's TEE
+evidence with the server policy before each enrolment (:mod:`fedtee.client.server_attestation`);
+a server that fails gets nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedtee.attest.model import Attester, TeeType
 from fedtee.client.config import PROFILES, ClientConfig, parse_client_config
@@ -27,12 +33,16 @@ from fedtee.client.runtime import (
 )
 from fedtee.client.transport import ServerUnavailable, Transport
 from fedtee.codec import Encoding
-from fedtee.errors import ConfigError, ProtocolError
+from fedtee.errors import AttestationError, ConfigError, ProtocolError
+
+if TYPE_CHECKING:
+    from fedtee.client.server_attestation import PinnedServer
 
 EXIT_FINISHED = 0
 EXIT_REJECTED = 3
 EXIT_UNREACHABLE = 4
 EXIT_TURNED_AWAY = 5
+EXIT_SERVER_REFUSED = 6
 CHEATS = ("tamper-update",)
 DEVICE_ROOT = "/"  # where --tee auto looks for devices (tests point it at a fake tree)
 
@@ -82,13 +92,48 @@ def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
     raise ConfigError(f"no attester for TEE type {config.tee.value!r} on a client")
 
 
-def connect(config: ClientConfig) -> Transport:
+def connect(config: ClientConfig, *, pinned: PinnedServer | None = None) -> Transport:
+    """The gRPC transport; pinned to ``pinned``'s certificate when given (mutual attestation)."""
     from fedtee.client.grpc_transport import GrpcTransport
 
     return GrpcTransport.connect(
         address=config.server_address,
-        ca_pem=config.ca_cert.read_bytes(),
+        ca_pem=pinned.certificate_pem if pinned is not None else _ca_pem(config),
         server_name=config.server_name,
+    )
+
+
+def _ca_pem(config: ClientConfig) -> bytes:
+    try:
+        return config.ca_cert.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read [server] ca_cert {config.ca_cert}: {exc}") from exc
+
+
+def pin(config: ClientConfig) -> PinnedServer:
+    """One TLS handshake: the server's certificate, checked against the federation CA."""
+    from fedtee.client.server_attestation import pin_server
+
+    return pin_server(config.server_address, ca_pem=_ca_pem(config), server_name=config.server_name)
+
+
+def server_verifier(config: ClientConfig, transport: Any, pinned: PinnedServer) -> Any:
+    """The mutual-attestation check for ``[server_attestation]`` (reads its files)."""
+    from fedtee.attest.trust.collateral import NoCollateral
+    from fedtee.cli.server import directory_collateral, load_policy, trust_anchors
+    from fedtee.client.server_attestation import ServerVerifier
+
+    sa = config.server_attestation
+    assert sa is not None
+    return ServerVerifier(
+        source=transport,
+        pinned=pinned,
+        policy=load_policy(sa.policy),
+        trust=trust_anchors(
+            sim_root=sa.sim_root, tpm_ek_ca=sa.tpm_ek_ca, psa_iak=sa.psa_iak, cca_cpak=sa.cca_cpak
+        ),
+        collateral=directory_collateral(sa.collateral_dir) or NoCollateral(),
+        require=sa.require,
     )
 
 
@@ -167,7 +212,23 @@ def _run(args: argparse.Namespace) -> int:
     measurement = measure_trainer(config.trainer)
     print(f"[{config.client_id}] code measurement {measurement.hex()}", flush=True)
     attester = build_attester(config, measurement)
-    transport = connect(config)
+    check = None
+    if config.server_attestation is None:
+        transport = connect(config)
+    else:
+        try:
+            pinned = pin(config)
+        except ServerUnavailable as exc:
+            print(f"[{config.client_id}] server unreachable: {exc}", file=sys.stderr, flush=True)
+            return EXIT_UNREACHABLE
+        except AttestationError as exc:
+            print(f"[{config.client_id}] server refused: {exc}", file=sys.stderr, flush=True)
+            return EXIT_SERVER_REFUSED
+        print(
+            f"[{config.client_id}] server TLS key pinned: sha256:{pinned.fingerprint}", flush=True
+        )
+        transport = connect(config, pinned=pinned)
+        check = server_verifier(config, transport, pinned)
     if args.cheat == "tamper-update":
         from fedtee.client.cheats import TamperingTransport
 
@@ -187,12 +248,24 @@ def _run(args: argparse.Namespace) -> int:
             topk_fraction=config.topk_fraction,
         ),
         on_event=_printer(config.client_id),
+        server_check=check,
     )
     try:
         summary = runtime.run()
     except EnrolmentRejected as exc:
         print(f"[{config.client_id}] enrolment rejected: {exc}", file=sys.stderr, flush=True)
         return EXIT_REJECTED
+    except AttestationError as exc:
+        from fedtee.client.server_attestation import ServerAttestationFailed
+
+        if not isinstance(exc, ServerAttestationFailed):
+            raise
+        print(
+            f"[{config.client_id}] server refused, nothing sent to it: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_SERVER_REFUSED
     except ServerUnavailable as exc:
         print(f"[{config.client_id}] server unreachable: {exc}", file=sys.stderr, flush=True)
         return EXIT_UNREACHABLE
