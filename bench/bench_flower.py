@@ -324,7 +324,7 @@ def plot(rows: list[dict[str, object]], out_dir: Path) -> list[Path]:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(14, 4))
     for params in sorted({int(str(r["params"])) for r in rows}):
         sel = sorted((r for r in rows if r["params"] == params), key=lambda r: str(r["clients"]))
         sel = sorted(sel, key=lambda r: int(str(r["clients"])))
@@ -339,8 +339,22 @@ def plot(rows: list[dict[str, object]], out_dir: Path) -> list[Path]:
             label = f"{'fedtee' if fw == 'fedtee' else 'Flower'}, P={params:,}"
             ax1.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
             ax2.plot([p[0] for p in pts], [p[2] for p in pts], style, label=label)
+    for n in sorted({int(str(r["clients"])) for r in rows}):
+        for fw, style in (("fedtee", "-o"), ("flower", "--s")):
+            pts = sorted(
+                (int(str(r["params"])), r.get(f"{fw}_round_s"))
+                for r in rows
+                if r["clients"] == n and r.get(f"{fw}_ok")
+            )
+            if len(pts) > 1:
+                label = f"{'fedtee' if fw == 'fedtee' else 'Flower'}, N={n}"
+                ax3.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+    ax3.set(xlabel="model size P (float32)", ylabel="seconds per round (median)")
+    ax3.set(xscale="log", yscale="log")
+    ax3.set_title("round time against model size")
+    ax3.legend(fontsize=7)
     ax1.set(xlabel="clients N", ylabel="seconds per round (median)", yscale="log")
-    ax1.set_title("round time")
+    ax1.set_title("round time against clients")
     ax2.set(xlabel="clients N", ylabel="MiB (largest client process tree)", yscale="log")
     ax2.set_title("client peak RSS")
     ax1.legend(fontsize=7)
@@ -390,6 +404,13 @@ def doc_section(
 
 def main() -> None:
     ap = _common.parser(__doc__)
+    ap.add_argument(
+        "--replot",
+        metavar="JSON",
+        type=Path,
+        default=None,
+        help="only redraw docs/bench/flower_vs_fedtee.png from a --json file of an earlier run",
+    )
     ap.add_argument("--clients", default="2,10,30", help="comma-separated N (default 2,10,30)")
     ap.add_argument(
         "--params",
@@ -411,6 +432,9 @@ def main() -> None:
         "--timeout", type=float, default=1800.0, help="give up on one run after S seconds"
     )
     args = ap.parse_args()
+    if args.replot is not None:
+        print(plot(json.loads(args.replot.read_text())["results"], _common.DOC.parent / "bench"))
+        return
     if args.quick:
         clients, sizes, rounds = [2], [200_000], 2
     else:

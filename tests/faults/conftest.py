@@ -6,25 +6,37 @@ generator (:mod:`fedtee.eval.loadgen`) or the real client runtime."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from fedtee.attest.attesters.sim import SimRoot
 from fedtee.cli.init import DEFAULT_TRAINER, InitOptions, init_federation, trainer_measurement
-from fedtee.eval.loadgen import LoadOptions, LoadReport, LoadTarget, run_load
+from fedtee.client.transport import Task, TaskKind
+from fedtee.eval.loadgen import (
+    LoadOptions,
+    LoadReport,
+    LoadTarget,
+    VirtualClient,
+    channel,
+    run_load,
+    stub,
+)
 from fedtee.ledger.log import LedgerReport, verify_ledger
 from fedtee.server.store import RoundRecord, StateStore
 
 FED = "faults"
+T = TypeVar("T")
 _MEASUREMENT: list[bytes] = []
 
 
@@ -78,6 +90,12 @@ class Federation:
             server_name=server_name,
         )
 
+    def start_faulty(self, point: str) -> None:
+        """The server from tests/faults/_faulty_server.py: SIGKILLs itself at ``point``."""
+        self.start(
+            script=[sys.executable, str(Path(__file__).with_name("_faulty_server.py")), point]
+        )
+
     def start(self, *, script: list[str] | None = None) -> None:
         """``fedtee server start`` (or ``script``, a command with the same config) and wait
         until it listens."""
@@ -121,6 +139,37 @@ class Federation:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def ledger_cli(self) -> subprocess.CompletedProcess[str]:
+        """``fedtee ledger verify`` on the ledger, pinned to the server's key."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedtee.cli.main",
+                "ledger",
+                "verify",
+                str(self.state_dir / "ledger.jsonl"),
+                "--server-key",
+                str(self.state_dir / "ledger-key.pem"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def ledger_entries(self, kind: str) -> list[dict[str, Any]]:
+        lines = (self.state_dir / "ledger.jsonl").read_text().splitlines()
+        return [e["body"] for e in map(json.loads, lines) if e["kind"] == kind]
+
+    def updates(self, round: int) -> list[str]:
+        """Client ids with an accepted update in ``round``, from state.db."""
+        store = StateStore.open(str(self.state_dir / "state.db"))
+        try:
+            return sorted(u.client_id for u in store.updates(FED, round))
+        finally:
+            store.close()
 
     def log_text(self) -> str:
         return "\n".join(
@@ -167,3 +216,58 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
     fed.configure(round_timeout_s=60.0, start_wait_s=30.0)
     yield fed
     fed.stop()
+
+
+class Clients:
+    """Virtual clients of the load generator, driven step by step on one event loop."""
+
+    def __init__(self, federation: Federation) -> None:
+        self.federation = federation
+        self.loop = asyncio.new_event_loop()
+        self._channels: list[Any] = []
+
+    def run(self, step: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(step)
+
+    def new(
+        self, client_id: str, *, clock_offset_ms: int = 0, max_attempts: int = 30
+    ) -> VirtualClient:
+        target = self.federation.target()
+
+        async def make() -> Any:
+            return channel(target)
+
+        chan = self.run(make())
+        self._channels.append(chan)
+        return VirtualClient(
+            client_id=client_id,
+            stub=stub(chan),
+            target=target,
+            options=LoadOptions(
+                clients=1,
+                clock_offset_ms=clock_offset_ms,
+                backoff_max_s=0.5,
+                max_attempts=max_attempts,
+            ),
+        )
+
+    def wait_task(self, client: VirtualClient, kind: TaskKind = TaskKind.TRAIN) -> Task:
+        deadline = time.monotonic() + 60
+        while True:
+            task = self.run(client.task())
+            if task.kind is kind:
+                return task
+            assert time.monotonic() < deadline, f"no {kind} task for {client.result.client_id}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for chan in self._channels:
+            self.run(chan.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def clients(federation: Federation) -> Iterator[Clients]:
+    c = Clients(federation)
+    yield c
+    c.close()

@@ -10,7 +10,7 @@ import argparse
 import importlib
 from typing import Any
 
-_SUBCOMMANDS: tuple[str, ...] = ("eval_report",)
+_SUBCOMMANDS: tuple[str, ...] = ("eval_report", "eval_attacks")
 
 
 def register(subparsers: Any) -> None:

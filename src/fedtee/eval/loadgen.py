@@ -25,7 +25,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,9 +38,10 @@ from fedtee.attest.attesters.sim import SimAttester, SimPlatform, SimRoot
 from fedtee.attest.binding import report_data
 from fedtee.attest.model import TeeType
 from fedtee.client.grpc_transport import translate
+from fedtee.client.runtime import EnrolmentRejected
 from fedtee.client.transport import ServerUnavailable
-from fedtee.errors import FedteeError
-from fedtee.ledger.receipts import Receipt, sign_receipt
+from fedtee.errors import FedteeError, Reason
+from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
 from fedtee.wire import auth, serde
 from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
 from fedtee.wire._gen.fedtee.v1 import federation_pb2_grpc as pb_grpc
@@ -49,6 +50,7 @@ from fedtee.wire.messages import (
     ChallengeRequest,
     EnrollRequest,
     ModelRequest,
+    SubmitOutcome,
     Task,
     TaskKind,
     UpdateHeader,
@@ -133,7 +135,11 @@ def _percentiles(values: Sequence[float]) -> tuple[float, float]:
     return (float(np.percentile(ordered, 50)), float(np.percentile(ordered, 95)))
 
 
-class _VirtualClient:
+class VirtualClient:
+    """One simulated-TEE client; :meth:`run` is the whole life of a client, and the steps
+    (:meth:`enroll`, :meth:`task`, :meth:`download`, :meth:`train`, :meth:`submit`) are public
+    so fault tests can stop between them."""
+
     def __init__(
         self,
         *,
@@ -141,8 +147,8 @@ class _VirtualClient:
         stub: Any,
         target: LoadTarget,
         options: LoadOptions,
-        enrolled: Callable[[], None],
-        rng: random.Random,
+        enrolled: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
     ) -> None:
         self.result = ClientResult(client_id=client_id)
         self._id = client_id
@@ -150,7 +156,7 @@ class _VirtualClient:
         self._target = target
         self._options = options
         self._enrolled = enrolled
-        self._rng = rng
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._key = identity.generate()
         self._public = identity.public_key_der(self._key)
         self._attester = SimAttester(
@@ -217,13 +223,17 @@ class _VirtualClient:
 
         outcome = serde.enrolment_from_proto(await self._call("Enroll", exchange))
         if not outcome.accepted:
-            raise FedteeError(f"{outcome.reason}: {outcome.message}")
+            try:
+                reason = Reason(outcome.reason)
+            except ValueError:
+                reason = Reason.INTERNAL
+            raise EnrolmentRejected(f"enrolment of {self._id!r}: {outcome.message}", reason=reason)
         self._credential = outcome.credential
         self.result.enrolled = True
         self.result.enrol_s = time.monotonic() - started
         self._enrolled()
 
-    async def _task(self) -> Task:
+    async def task(self) -> Task:
         async def call() -> Any:
             return await self._stub.GetTask(
                 pb.TaskRequest(client_id=self._id),
@@ -233,7 +243,7 @@ class _VirtualClient:
 
         return serde.task_from_proto(await self._call("GetTask", call), limits=self._target.limits)
 
-    async def _download(self, task: Task) -> bytes:
+    async def download(self, task: Task) -> bytes:
         buf = bytearray()
 
         async def fetch() -> None:
@@ -256,7 +266,7 @@ class _VirtualClient:
             raise FedteeError("global model digest does not match the task")
         return data
 
-    def _train(self, task: Task, model: bytes) -> tuple[Any, bytes]:
+    def train(self, task: Task, model: bytes) -> tuple[SignedReceipt, bytes]:
         rng = np.random.default_rng(self._rng.getrandbits(32))
         arrays = {
             name: (value + rng.normal(0, self._options.noise, value.shape)).astype(value.dtype)
@@ -275,13 +285,21 @@ class _VirtualClient:
         )
         return sign_receipt(receipt, self._key), update
 
-    async def _submit(self, signed: Any, update: bytes) -> Any:
+    async def submit(
+        self, signed: SignedReceipt, update: bytes, *, chunks: Iterable[bytes] | None = None
+    ) -> SubmitOutcome:
+        """Send the update (as ``chunks`` when given, e.g. a stream that breaks off)."""
         step = self._target.limits.chunk_bytes
 
         async def messages() -> AsyncIterator[pb.UpdateChunk]:
             yield serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
-            for i in range(0, len(update), step):
-                yield serde.update_data_to_proto(update[i : i + step])
+            parts = (
+                chunks
+                if chunks is not None
+                else (update[i : i + step] for i in range(0, len(update), step))
+            )
+            for part in parts:
+                yield serde.update_data_to_proto(part)
 
         async def send() -> Any:
             # The same signed receipt on every attempt: the server counts it once.
@@ -297,7 +315,7 @@ class _VirtualClient:
         await self.enroll()
         trained = 0
         while True:
-            task = await self._task()
+            task = await self.task()
             if task.kind is TaskKind.FINISHED:
                 self.result.finished = True
                 return
@@ -307,10 +325,10 @@ class _VirtualClient:
             if task.kind is TaskKind.WAIT:
                 await asyncio.sleep(task.retry_after_ms / 1000 * (0.5 + self._rng.random()))
                 continue
-            model = await self._download(task)
-            signed, update = self._train(task, model)
+            model = await self.download(task)
+            signed, update = self.train(task, model)
             started = time.monotonic()
-            outcome = await self._submit(signed, update)
+            outcome = await self.submit(signed, update)
             self.result.submit_s.append(time.monotonic() - started)
             if outcome.accepted:
                 self.result.rounds_accepted.append(task.round)
@@ -322,7 +340,8 @@ class _VirtualClient:
                 return
 
 
-def _channel(target: LoadTarget) -> grpc.aio.Channel:
+def channel(target: LoadTarget) -> grpc.aio.Channel:
+    """A TLS channel of its own (one connection) to the target."""
     options: list[tuple[str, Any]] = list(target.limits.grpc_options())
     options.append(("grpc.ssl_target_name_override", target.server_name))
     # Separate connections even to one address (otherwise gRPC may share one subchannel).
@@ -343,9 +362,8 @@ async def run_load(
         raise ValueError("clients must be at least 1")
     count = options.clients
     n_channels = count if options.channels <= 0 else min(options.channels, count)
-    channels = [_channel(target) for _ in range(n_channels)]
-    stub_factory: Any = pb_grpc.FederationStub
-    stubs = [stub_factory(ch) for ch in channels]
+    channels = [channel(target) for _ in range(n_channels)]
+    stubs = [stub(ch) for ch in channels]
     started = time.monotonic()
     enrolled_at: list[float] = []
 
@@ -356,7 +374,7 @@ async def run_load(
 
     width = len(str(count - 1))
     clients = [
-        _VirtualClient(
+        VirtualClient(
             client_id=f"{options.id_prefix}-{i:0{width}d}",
             stub=stubs[i % n_channels],
             target=target,
@@ -367,7 +385,7 @@ async def run_load(
         for i in range(count)
     ]
 
-    async def guarded(client: _VirtualClient) -> None:
+    async def guarded(client: VirtualClient) -> None:
         try:
             await client.run()
         except FedteeError as exc:
@@ -399,4 +417,19 @@ async def run_load(
     )
 
 
-__all__ = ["ClientResult", "LoadOptions", "LoadReport", "LoadTarget", "run_load"]
+def stub(chan: grpc.aio.Channel) -> Any:
+    """The fedtee.v1 Federation stub over ``chan``."""
+    factory: Any = pb_grpc.FederationStub
+    return factory(chan)
+
+
+__all__ = [
+    "ClientResult",
+    "LoadOptions",
+    "LoadReport",
+    "LoadTarget",
+    "VirtualClient",
+    "channel",
+    "run_load",
+    "stub",
+]

@@ -38,10 +38,9 @@ from fedtee.server.credentials import CredentialAuthority
 from fedtee.server.gate import EnrolmentGate, Evaluate, GateSettings
 from fedtee.server.rounds import FaultHook, RoundManager, RoundSettings
 from fedtee.server.self_attestation import DEFAULT_MAX_PER_S, ServerAttestation
-from fedtee.server.service import FederationService
+from fedtee.server.service import FederationService, add_to_server
 from fedtee.server.store import StateStore
 from fedtee.server.strategy import FedAvg, Strategy
-from fedtee.wire._gen.fedtee.v1 import federation_pb2_grpc as pb_grpc
 from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
 
 log = logging.getLogger(__name__)
@@ -96,15 +95,15 @@ class ServerConfig:
     gate: GateSettings = field(default_factory=GateSettings)
     limits: WireLimits = DEFAULT_LIMITS
     max_workers: int = 32
-    # Calls beyond max_workers wait in a queue up to this many in flight; past it gRPC answers
-    # RESOURCE_EXHAUSTED. 128 turned most of 1,000 simultaneous enrolments away (bench_load).
-    max_concurrent_rpcs: int = 4096
     upload_grace_ms: int = 5_000  # an upload still running this long after its deadline is cut
     tick_s: float = 0.05
     # Mutual attestation: the aggregator's own attester (see fedtee.server.self_attestation:
     # build_server_attester); None answers GetServerEvidence with UNIMPLEMENTED.
     attester: Attester | None = None
     server_evidence_per_s: float = DEFAULT_MAX_PER_S  # GetServerEvidence rate limit
+    # EVALUATION ONLY (``fedtee eval attacks``): admit any evidence and skip every receipt
+    # check, to show what attestation and receipts stop. Deliberately not a server.toml key.
+    insecure_no_attestation: bool = False
 
 
 def _load_or_create_key(paths: StatePaths) -> identity.PrivateKey:
@@ -190,6 +189,7 @@ class FederationServer:
             clock=self._clock,
             settings=cfg.gate,
             evaluate=self._evaluate,
+            insecure_accept_any=cfg.insecure_no_attestation,
         )
         self.rounds = RoundManager(
             federation_id=cfg.federation_id,
@@ -202,6 +202,7 @@ class FederationServer:
             chunk_bytes=cfg.limits.chunk_bytes,
             max_update_bytes=cfg.limits.max_model_bytes,
             fault_hook=self._fault_hook,
+            check_receipts=not cfg.insecure_no_attestation,
         )
         self.rounds.start(initial_model=cfg.initial_model)
         service = FederationService(
@@ -220,9 +221,9 @@ class FederationServer:
         server = grpc.server(
             self._executor,
             options=cfg.limits.grpc_options(),
-            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            maximum_concurrent_rpcs=cfg.max_workers * 4,
         )
-        pb_grpc.add_FederationServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        add_to_server(service, server)
         creds = grpc.ssl_server_credentials([(cfg.tls_key_pem, cfg.tls_cert_pem)])
         try:
             self.port = server.add_secure_port(cfg.address, creds)

@@ -12,6 +12,14 @@ possession of that key for this method (:mod:`fedtee.wire.auth`). An expired cre
 GetTask is answered with a REATTEST task; elsewhere with UNAUTHENTICATED /
 ``credential_expired``.
 
+Requests are registered by :func:`add_to_server`, whose deserializers turn bytes that are not
+the method's protobuf message into a MESSAGE_MALFORMED refusal instead of gRPC's generic
+INTERNAL. Refusals of what could change a model (an Enroll or SubmitUpdate that is malformed
+or oversized, a SubmitUpdate with a bad credential, a stream that stalls before its header)
+are recorded in the store and the ledger like the gate's and the round manager's; refusals of
+read-only calls (GetChallenge, GetTask, DownloadModel) are not, so polling cannot grow the
+ledger.
+
 GetServerEvidence (mutual attestation) is unauthenticated, since clients check the server
 before they enrol: :class:`~fedtee.server.self_attestation.ServerAttestation` bounds it (rate
 limit, one device call at a time). A server without an attester answers UNIMPLEMENTED /
@@ -27,6 +35,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fedtee.codec import parse_encoding
 from fedtee.errors import (
@@ -103,6 +112,32 @@ def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+class _Malformed:
+    """A request whose bytes are not its method's protobuf message (see add_to_server)."""
+
+    __slots__ = ("error", "size")
+
+    def __init__(self, size: int, error: str) -> None:
+        self.size = size
+        self.error = error[:200]
+
+    def refusal(self, method: str) -> ProtocolError:
+        return ProtocolError(
+            f"{method}: {self.size} bytes are not a valid request message ({self.error})",
+            reason=Reason.MESSAGE_MALFORMED,
+        )
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except (DecodeError, RecursionError) as exc:
+            return _Malformed(len(data), str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
 class FederationService(pb_grpc.FederationServicer):
     def __init__(
         self,
@@ -124,6 +159,19 @@ class FederationService(pb_grpc.FederationServicer):
         self._store = store
         self._clock = clock
         self._limits = limits
+
+    def _record(self, exc: FedteeError, *, client_id: str | None) -> None:
+        try:
+            self._gate.record_rejection(client_id, exc, now_ms=_ms(self._clock()))
+        except FedteeError:
+            log.exception("could not record a refusal (%s)", exc.reason.value)
+
+    def refuse_malformed(self, context: grpc.ServicerContext, method: str, bad: Any) -> NoReturn:
+        """Answer (and, for Enroll / SubmitUpdate, record) a request that did not parse."""
+        exc = bad.refusal(method)
+        if method in ("Enroll", "SubmitUpdate"):
+            self._record(exc, client_id=None)
+        _abort(context, exc)
 
     # --- authentication --------------------------------------------------------------------
 
@@ -150,6 +198,8 @@ class FederationService(pb_grpc.FederationServicer):
     def GetChallenge(
         self, request: pb.ChallengeRequest, context: grpc.ServicerContext
     ) -> pb.Challenge:
+        if isinstance(request, _Malformed):
+            self.refuse_malformed(context, "GetChallenge", request)
         try:
             req = serde.challenge_request_from_proto(request, limits=self._limits)
             return serde.challenge_to_proto(self._gate.challenge(req))
@@ -159,9 +209,12 @@ class FederationService(pb_grpc.FederationServicer):
             _internal(context, "GetChallenge", exc)
 
     def Enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollResponse:
+        if isinstance(request, _Malformed):
+            self.refuse_malformed(context, "Enroll", request)
         try:
             req = serde.enroll_request_from_proto(request, limits=self._limits)
         except FedteeError as exc:
+            self._record(exc, client_id=None)
             context.set_trailing_metadata(((auth.REASON_KEY, exc.reason.value),))
             return pb.EnrollResponse(accepted=False, reason=exc.reason.value, message=exc.message)
         try:
@@ -177,6 +230,8 @@ class FederationService(pb_grpc.FederationServicer):
     # --- tasks and models ------------------------------------------------------------------
 
     def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> pb.Task:
+        if isinstance(request, _Malformed):
+            self.refuse_malformed(context, "GetTask", request)
         try:
             try:
                 client = self._authenticate(context, GET_TASK)
@@ -201,6 +256,8 @@ class FederationService(pb_grpc.FederationServicer):
     def DownloadModel(
         self, request: pb.ModelRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ModelChunk]:
+        if isinstance(request, _Malformed):
+            self.refuse_malformed(context, "DownloadModel", request)
         try:
             self._authenticate(context, DOWNLOAD_MODEL)
             req = serde.model_request_from_proto(request)
@@ -225,7 +282,14 @@ class FederationService(pb_grpc.FederationServicer):
         self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext
     ) -> pb.SubmitResult:
         timer: threading.Timer | None = None
+        client: ClientRecord | None = None
         try:
+            # A client that stops sending (even before its header) must not hold a server
+            # thread past the round's deadline plus the grace period.
+            remaining_ms = max(self._rounds.deadline_ms - _ms(self._clock()), 0)
+            timer = threading.Timer((remaining_ms + self._upload_grace_ms) / 1000, context.cancel)
+            timer.daemon = True
+            timer.start()
             client = self._authenticate(context, SUBMIT_UPDATE)
             try:
                 first = next(request_iterator)
@@ -235,12 +299,9 @@ class FederationService(pb_grpc.FederationServicer):
                 raise UpdateRejected(
                     "update stream broke off before its header", reason=Reason.STREAM_STALLED
                 ) from exc
+            if isinstance(first, _Malformed):
+                raise first.refusal("SubmitUpdate")
             header = serde.update_header_from_proto(first, limits=self._limits)
-            # A client that stops sending must not hold a server thread past the round.
-            remaining_ms = max(self._rounds.deadline_ms - _ms(self._clock()), 0)
-            timer = threading.Timer((remaining_ms + self._upload_grace_ms) / 1000, context.cancel)
-            timer.daemon = True
-            timer.start()
             result = self._rounds.submit(
                 client,
                 signed=header.receipt,
@@ -250,6 +311,8 @@ class FederationService(pb_grpc.FederationServicer):
                 offset=header.offset,
             )
         except FedteeError as exc:
+            # rounds.submit records its own refusals and returns them: these came before it.
+            self._record(exc, client_id=None if client is None else client.id)
             if isinstance(exc, CredentialError) or exc.reason is Reason.MESSAGE_TOO_LARGE:
                 _abort(context, exc)
             context.set_trailing_metadata(((auth.REASON_KEY, exc.reason.value),))
@@ -271,6 +334,8 @@ class FederationService(pb_grpc.FederationServicer):
     def GetUploadStatus(
         self, request: pb.UploadStatusRequest, context: grpc.ServicerContext
     ) -> pb.UploadStatus:
+        if isinstance(request, _Malformed):
+            self.refuse_malformed(context, "GetUploadStatus", request)
         try:
             client = self._authenticate(context, GET_UPLOAD_STATUS)
             key = serde.upload_status_request_from_proto(request)
@@ -285,8 +350,12 @@ class FederationService(pb_grpc.FederationServicer):
         while True:
             try:
                 msg = next(request_iterator)
+                if isinstance(msg, _Malformed):
+                    raise msg.refusal("SubmitUpdate")
             except StopIteration:
                 return
+            except FedteeError:
+                raise
             except Exception as exc:  # the client went away or was cut off at the deadline
                 raise UpdateRejected(
                     f"update stream broke off: {type(exc).__name__}",
@@ -297,6 +366,8 @@ class FederationService(pb_grpc.FederationServicer):
     def GetServerEvidence(
         self, request: pb.ServerEvidenceRequest, context: grpc.ServicerContext
     ) -> pb.ServerEvidence:
+        if isinstance(request, _Malformed):
+            self.refuse_malformed(context, "GetServerEvidence", request)
         try:
             if self._server_attestation is None:
                 raise FedteeError(
@@ -311,6 +382,52 @@ class FederationService(pb_grpc.FederationServicer):
             _internal(context, "GetServerEvidence", exc)
 
 
+def add_to_server(service: FederationService, server: grpc.Server) -> None:
+    """Register ``service`` on ``server`` like the generated
+    ``add_FederationServicer_to_server``, but with deserializers that hand undecodable bytes
+    to the handler as a :class:`_Malformed` (answered MESSAGE_MALFORMED) instead of failing
+    the call with gRPC's generic INTERNAL."""
+    handlers = {
+        "GetChallenge": grpc.unary_unary_rpc_method_handler(
+            service.GetChallenge,
+            request_deserializer=_tolerant(pb.ChallengeRequest.FromString),
+            response_serializer=pb.Challenge.SerializeToString,
+        ),
+        "Enroll": grpc.unary_unary_rpc_method_handler(
+            service.Enroll,
+            request_deserializer=_tolerant(pb.EnrollRequest.FromString),
+            response_serializer=pb.EnrollResponse.SerializeToString,
+        ),
+        "GetTask": grpc.unary_unary_rpc_method_handler(
+            service.GetTask,
+            request_deserializer=_tolerant(pb.TaskRequest.FromString),
+            response_serializer=pb.Task.SerializeToString,
+        ),
+        "DownloadModel": grpc.unary_stream_rpc_method_handler(
+            service.DownloadModel,
+            request_deserializer=_tolerant(pb.ModelRequest.FromString),
+            response_serializer=pb.ModelChunk.SerializeToString,
+        ),
+        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
+            service.SubmitUpdate,
+            request_deserializer=_tolerant(pb.UpdateChunk.FromString),
+            response_serializer=pb.SubmitResult.SerializeToString,
+        ),
+        "GetUploadStatus": grpc.unary_unary_rpc_method_handler(
+            service.GetUploadStatus,
+            request_deserializer=_tolerant(pb.UploadStatusRequest.FromString),
+            response_serializer=pb.UploadStatus.SerializeToString,
+        ),
+        "GetServerEvidence": grpc.unary_unary_rpc_method_handler(
+            service.GetServerEvidence,
+            request_deserializer=_tolerant(pb.ServerEvidenceRequest.FromString),
+            response_serializer=pb.ServerEvidence.SerializeToString,
+        ),
+    }
+    generic = grpc.method_handlers_generic_handler("fedtee.v1.Federation", handlers)
+    server.add_generic_rpc_handlers((generic,))
+
+
 def reason_of(error: Any) -> str:
     """The ``fedtee-reason`` trailing metadata of a failed call (client side helper)."""
     try:
@@ -322,4 +439,4 @@ def reason_of(error: Any) -> str:
     return ""
 
 
-__all__ = ["FederationService", "reason_of", "status_for"]
+__all__ = ["FederationService", "add_to_server", "reason_of", "status_for"]

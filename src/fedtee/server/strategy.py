@@ -173,7 +173,10 @@ class FedAvg:
         if self._spec is None or self._total == 0:
             raise ValueError("no updates were accumulated this round")
         out: Arrays = {}
-        for name, acc in self._acc.items():
+        for name in list(self._acc):
+            # Each accumulator tensor is dropped as soon as it is converted, so the peak is
+            # the accumulator alone, not the accumulator plus the new model.
+            acc = self._acc.pop(name)
             dtype = np.dtype(self._spec.tensors[name].dtype_numpy)
             np.divide(acc, float(self._total), out=acc)
             out[name] = (
