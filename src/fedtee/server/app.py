@@ -95,6 +95,9 @@ class ServerConfig:
     gate: GateSettings = field(default_factory=GateSettings)
     limits: WireLimits = DEFAULT_LIMITS
     max_workers: int = 32
+    # Calls beyond max_workers wait in a queue up to this many in flight; past it gRPC answers
+    # RESOURCE_EXHAUSTED. 128 turned most of 1,000 simultaneous enrolments away (bench_load).
+    max_concurrent_rpcs: int = 4096
     upload_grace_ms: int = 5_000  # an upload still running this long after its deadline is cut
     tick_s: float = 0.05
     # Mutual attestation: the aggregator's own attester (see fedtee.server.self_attestation:
@@ -221,7 +224,7 @@ class FederationServer:
         server = grpc.server(
             self._executor,
             options=cfg.limits.grpc_options(),
-            maximum_concurrent_rpcs=cfg.max_workers * 4,
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
         add_to_server(service, server)
         creds = grpc.ssl_server_credentials([(cfg.tls_key_pem, cfg.tls_cert_pem)])

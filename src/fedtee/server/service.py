@@ -12,6 +12,11 @@ possession of that key for this method (:mod:`fedtee.wire.auth`). An expired cre
 GetTask is answered with a REATTEST task; elsewhere with UNAUTHENTICATED /
 ``credential_expired``.
 
+GetServerEvidence (mutual attestation) is unauthenticated, since clients check the server
+before they enrol: :class:`~fedtee.server.self_attestation.ServerAttestation` bounds it (rate
+limit, one device call at a time). A server without an attester answers UNIMPLEMENTED /
+``device_absent``.
+
 Requests are registered by :func:`add_to_server`, whose deserializers turn bytes that are not
 the method's protobuf message into a MESSAGE_MALFORMED refusal instead of gRPC's generic
 INTERNAL. Refusals of what could change a model (an Enroll or SubmitUpdate that is malformed
@@ -19,11 +24,6 @@ or oversized, a SubmitUpdate with a bad credential, a stream that stalls before 
 are recorded in the store and the ledger like the gate's and the round manager's; refusals of
 read-only calls (GetChallenge, GetTask, DownloadModel) are not, so polling cannot grow the
 ledger.
-
-GetServerEvidence (mutual attestation) is unauthenticated, since clients check the server
-before they enrol: :class:`~fedtee.server.self_attestation.ServerAttestation` bounds it (rate
-limit, one device call at a time). A server without an attester answers UNIMPLEMENTED /
-``device_absent``.
 """
 
 from __future__ import annotations
