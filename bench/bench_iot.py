@@ -1,0 +1,254 @@
+"""IoT profile: peak memory of a real client process, update bytes per compression mode, error.
+
+Runs, on this machine (section ``iot`` of docs/benchmarks.md):
+
+1. What each allowed library costs: peak resident set (VmHWM) of a fresh interpreter that
+   imports it, and of one that imports what ``fedtee client start`` imports.
+2. Per update encoding: one round of a real federation (``fedtee server start`` and one
+   ``fedtee client start --profile iot`` process on loopback TLS gRPC, sim TEE, receipts and
+   ledger on) with the 100,060-parameter IoT example model: the client's peak resident set
+   and address space, the update's bytes as sent, the downloaded model's bytes.
+3. An idle enrolled client (waiting for a round that does not open): its peak resident set.
+4. The same round under a hard address-space limit (``prlimit --as``): completes at 320 MiB,
+   fails at 200 MiB (so the limit binds).
+5. Compression error: the update of one local training step on the IoT model, encoded and
+   decoded by fedtee.codec in this process: relative L2 error of the decoded update's delta.
+
+    .venv/bin/python bench/bench_iot.py [--quick] [--json PATH] [--no-doc]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import _common
+import numpy as np
+
+from fedtee import codec, tensors
+from fedtee.client.examples import iot as example
+from fedtee.eval.iot import run_idle_client, run_iot_round
+
+GOAL = 40 * 2**20
+LIMIT = 320 << 20
+TOO_SMALL = 200 << 20
+TOPK_FRACTION = 0.01  # the config default
+
+IMPORTS = [
+    ("Python interpreter alone", "pass"),
+    ("numpy", "import numpy, numpy.random"),
+    ("grpcio", "import grpc"),
+    ("protobuf", "import google.protobuf.message"),
+    ("cryptography", "import cryptography.x509, cryptography.hazmat.primitives.asymmetric.ec"),
+    (
+        "all four",
+        "import numpy, numpy.random, grpc, google.protobuf.message, cryptography.x509",
+    ),
+    (
+        "fedtee client (all it imports)",
+        "import fedtee.cli.client, fedtee.client.grpc_transport, "
+        "fedtee.attest.attesters.sim, fedtee.client.examples.iot",
+    ),
+]
+_PEAK = "import re; print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])"
+
+
+def import_costs() -> list[dict[str, Any]]:
+    rows = []
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"}
+    for what, code in IMPORTS:
+        out = subprocess.run(
+            [sys.executable, "-c", f"{code}\n{_PEAK}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        rows.append({"part": "imports", "what": what, "peak_rss": int(out.stdout) * 1024})
+    return rows
+
+
+def compression_error() -> list[dict[str, Any]]:
+    g = example.initial_arrays()
+    trainer = example.IotTrainer(partition=0, num_partitions=4)
+    u = trainer.fit(g, {}).arrays
+    spec = tensors.ModelSpec.of(g)
+    delta = np.concatenate([(u[k].astype(np.float64) - g[k]).ravel() for k in sorted(g)])
+    rows = []
+    for enc in codec.Encoding:
+        data = codec.encode_update(u, global_arrays=g, encoding=enc, topk_fraction=TOPK_FRACTION)
+        back = codec.open_update(data, spec=spec, global_arrays=g)
+        got = np.concatenate([(back[k].astype(np.float64) - g[k]).ravel() for k in sorted(g)])
+        rel = float(np.linalg.norm(got - delta) / np.linalg.norm(delta))
+        rows.append(
+            {
+                "part": "error",
+                "encoding": enc.value,
+                "bytes": len(data),
+                "relative_l2_error": rel,
+                "max_abs_error": float(np.max(np.abs(got - delta))),
+            }
+        )
+    return rows
+
+
+def rounds(workdir: Path, encodings: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for enc in encodings:
+        run = run_iot_round(workdir / f"round-{enc.replace('+', '-')}", encoding=enc)
+        if run.returncode != 0:
+            raise RuntimeError(f"{enc}: client exited with {run.returncode}: {run.log[-2000:]}")
+        rows.append(
+            {
+                "part": "round",
+                "encoding": enc,
+                "peak_rss": run.peak_rss,
+                "peak_address_space": run.peak_address_space,
+                "update_bytes": run.update_bytes,
+                "model_bytes": run.model_bytes,
+                "accepted": run.accepted,
+                "client_wall_s": round(run.wall_s, 2),
+            }
+        )
+    return rows
+
+
+def limited(workdir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for limit in (LIMIT, TOO_SMALL):
+        run = run_iot_round(workdir / f"limit-{limit >> 20}", encoding="int8", address_space=limit)
+        rows.append(
+            {
+                "part": "limit",
+                "address_space_limit": limit,
+                "returncode": run.returncode,
+                "accepted": run.accepted,
+                "peak_rss": run.peak_rss,
+                "peak_address_space": run.peak_address_space,
+            }
+        )
+    return rows
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def render(rows: list[dict[str, Any]], *, info: dict[str, Any]) -> str:
+    imports = [r for r in rows if r["part"] == "imports"]
+    rounds_ = [r for r in rows if r["part"] == "round"]
+    idle = [r for r in rows if r["part"] == "idle"]
+    limits = [r for r in rows if r["part"] == "limit"]
+    errors = [r for r in rows if r["part"] == "error"]
+    parts = [
+        _common.header(info=info),
+        "",
+        f"IoT example model: {example.NUM_PARAMETERS:,} float32 parameters "
+        f"(`fedtee.client.examples.iot`). Client processes run `fedtee client start --profile "
+        "iot` with `MALLOC_ARENA_MAX=1`; peak resident set is the process's VmHWM at exit.",
+        "",
+        "**Client peak memory through one round, and bytes sent, per update encoding**",
+        "",
+        _common.table(
+            ["encoding", "peak RSS", "peak address space", "update bytes", "vs plain", "model"],
+            [
+                [
+                    r["encoding"],
+                    _mib(r["peak_rss"]),
+                    _mib(r["peak_address_space"]),
+                    f"{r['update_bytes']:,}",
+                    f"{r['update_bytes'] / rounds_[0]['update_bytes']:.2f}",
+                    f"{r['model_bytes']:,}",
+                ]
+                for r in rounds_
+            ],
+            "lrrrrr",
+        ),
+    ]
+    if idle:
+        parts += [
+            "",
+            f"Idle enrolled client (waiting for a round): peak RSS {_mib(idle[0]['peak_rss'])}.",
+        ]
+    best = min(r["peak_rss"] for r in rounds_)
+    verdict = "met" if best <= GOAL else "NOT met"
+    parts += [
+        "",
+        f"Goal: at most 40 MB through a round: **{verdict}** (best {_mib(best)}). "
+        "What the imports alone cost (fresh interpreter, VmHWM):",
+        "",
+        _common.table(
+            ["imports", "peak RSS"], [[r["what"], _mib(r["peak_rss"])] for r in imports], "lr"
+        ),
+    ]
+    if limits:
+        parts += [
+            "",
+            "**Under a hard limit** (`prlimit --as`, address space; int8 updates):",
+            "",
+            _common.table(
+                ["limit", "exit status", "update accepted", "peak RSS", "peak address space"],
+                [
+                    [
+                        _mib(r["address_space_limit"]),
+                        r["returncode"],
+                        "yes" if r["accepted"] else "no",
+                        _mib(r["peak_rss"]) if r["peak_rss"] else "-",
+                        _mib(r["peak_address_space"]) if r["peak_address_space"] else "-",
+                    ]
+                    for r in limits
+                ],
+                "rrlrr",
+            ),
+        ]
+    parts += [
+        "",
+        f"**Compression error** of one local training step's update (top-k keeps "
+        f"{TOPK_FRACTION:.0%} of each tensor): relative L2 error of the decoded delta.",
+        "",
+        _common.table(
+            ["encoding", "bytes", "relative L2 error", "max abs error"],
+            [
+                [
+                    r["encoding"],
+                    f"{r['bytes']:,}",
+                    f"{r['relative_l2_error']:.2e}",
+                    f"{r['max_abs_error']:.2e}",
+                ]
+                for r in errors
+            ],
+            "lrrr",
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def main() -> int:
+    args = _common.parser(__doc__).parse_args()
+    info = _common.machine_info()
+    encodings = (
+        ["safetensors", "int8", "topk+int8"] if args.quick else [e.value for e in codec.Encoding]
+    )
+    rows: list[dict[str, Any]] = []
+    rows += import_costs()
+    rows += compression_error()
+    with tempfile.TemporaryDirectory(prefix="fedtee-bench-iot-") as tmp:
+        work = Path(tmp)
+        rows += rounds(work, encodings)
+        rows.append({"part": "idle", "peak_rss": run_idle_client(work / "idle")})
+        rows += limited(work)
+    text = render(rows, info=info)
+    print(text)
+    if args.json is not None:
+        _common.write_json(args.json, "iot", rows, quick=args.quick, machine=info)
+    if not args.no_doc:
+        _common.write_doc_section("iot", text, title="IoT profile (bench_iot)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
