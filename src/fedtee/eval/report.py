@@ -38,12 +38,22 @@ from fedtee.eval.tees import CITATIONS, PROFILES, TeeProfile
 
 @dataclass(frozen=True)
 class BenchSpec:
+    """One bench script as the report runs it: each entry of ``full``/``quick`` is one
+    invocation's arguments; the rows of all invocations are joined."""
+
     name: str  # the "bench" name in its JSON
     script: str  # relative to the repository root
     title: str
     what: str
-    timeout_s: int
-    full_args: tuple[str, ...] = ()  # arguments for a full (not --quick) report run
+    timeout_s: int  # per invocation
+    full: tuple[tuple[str, ...], ...] = ((),)
+    quick: tuple[tuple[str, ...], ...] = (("--quick",),)
+
+
+def _sizes(*params: int, clients: int = 2, rounds: int = 3) -> tuple[tuple[str, ...], ...]:
+    return tuple(
+        ("--clients", str(clients), "--params", str(p), "--rounds", str(rounds)) for p in params
+    )
 
 
 BENCHES: Final[tuple[BenchSpec, ...]] = (
@@ -66,24 +76,27 @@ BENCHES: Final[tuple[BenchSpec, ...]] = (
         "trust_cost",
         "bench/bench_trust_cost.py",
         "Per-round cost of attestation, receipts and ledger",
-        "round time with the trust features on against the same run with them off",
+        "round time with the trust features on against the same run with them off "
+        "(alternating runs, real server and client processes)",
         420,
-        ("--quick",),
+        full=(("--params", "10000000", "--rounds", "3", "--pairs", "1"),),
     ),
     BenchSpec(
         "iot",
         "bench/bench_iot.py",
         "IoT client peak memory",
-        "peak RSS of a real client process through a round with a 100,000-parameter model",
+        "peak RSS of a real client process through a round with a 100,000-parameter model, "
+        "per update encoding; an idle client; a run under a hard memory limit",
         300,
     ),
     BenchSpec(
         "silo",
         "bench/bench_silo.py",
         "Silo update streaming throughput",
-        "a large update streamed end to end with hashing and signing, and peak memory",
+        "a large update streamed end to end with hashing and signing through real server "
+        "and client processes, and peak memory against the model size",
         420,
-        ("--quick",),
+        full=(("--mib", "200"),),
     ),
     BenchSpec(
         "server_memory",
@@ -91,7 +104,16 @@ BENCHES: Final[tuple[BenchSpec, ...]] = (
         "Server memory and round time against the number of clients",
         "server peak RSS and round time as the number of clients grows at a fixed model size",
         420,
-        ("--quick",),
+        full=(("--clients", "2,10,30", "--params", "1000000", "--rounds", "2"),),
+    ),
+    BenchSpec(
+        "model_size",
+        "bench/bench_server_memory.py",
+        "Round time and server memory against the model size",
+        "the same measurement with 2 clients as the model grows",
+        420,
+        full=_sizes(100_000, 1_000_000, 10_000_000),
+        quick=_sizes(100_000, 1_000_000, rounds=2),
     ),
 )
 
@@ -177,17 +199,25 @@ def _run_json(
 
 def run_bench(spec: BenchSpec, *, repo: Path, quick: bool, scratch: Path) -> BenchRun:
     script = repo / spec.script
-    args = ["--quick"] if quick else list(spec.full_args)
-    shown = shlex.join([".venv/bin/python", spec.script, *args])
+    invocations = spec.quick if quick else spec.full
+    shown = " ; ".join(shlex.join([".venv/bin/python", spec.script, *a]) for a in invocations)
     if not script.is_file():
         return BenchRun(spec, shown, ok=False, error=f"{spec.script} is not in this checkout")
-    out = scratch / f"{spec.name}.json"
-    argv = [sys.executable, str(script), *args, "--no-doc", "--json", str(out)]
+    joined: dict[str, Any] | None = None
     t0 = dt.datetime.now(dt.UTC)
-    doc, error = _run_json(argv, cwd=repo, timeout_s=spec.timeout_s, out=out)
+    for i, args in enumerate(invocations):
+        out = scratch / f"{spec.name}-{i}.json"
+        argv = [sys.executable, str(script), *args, "--no-doc", "--json", str(out)]
+        doc, error = _run_json(argv, cwd=repo, timeout_s=spec.timeout_s, out=out)
+        if doc is None or error:
+            seconds = (dt.datetime.now(dt.UTC) - t0).total_seconds()
+            return BenchRun(spec, shown, ok=False, doc=joined, error=error, seconds=seconds)
+        if joined is None:
+            joined = dict(doc, command=shown)
+        else:
+            joined["results"] = list(joined.get("results", [])) + list(doc.get("results", []))
     seconds = (dt.datetime.now(dt.UTC) - t0).total_seconds()
-    ok = doc is not None and not error
-    return BenchRun(spec, shown, ok=ok, doc=doc, error=error, seconds=seconds)
+    return BenchRun(spec, shown, ok=joined is not None, doc=joined, seconds=seconds)
 
 
 def run_attacks(*, repo: Path, scratch: Path) -> AttackRun:
@@ -337,14 +367,14 @@ def _attested_here(p: TeeProfile, m: Measurements) -> bool:
 
 
 def iot_client_peak_mib(m: Measurements) -> float | None:
+    """Highest peak RSS of an IoT client through a round, over the encodings measured."""
     best: float | None = None
     for r in m.rows("iot"):
-        v = _num(_pick(r, "peak_rss_mib", "client_peak_rss_mib", "peak_mib", "rss_mib"))
-        if v is None:
-            b = _num(_pick(r, "peak_rss_bytes", "rss_bytes", "vmhwm_bytes"))
-            v = None if b is None else b / 2**20
-        if v is not None:
-            best = v if best is None else max(best, v)
+        if r.get("part") != "round":
+            continue
+        b = _num(r.get("peak_rss"))
+        if b is not None and b > 0:
+            best = b / 2**20 if best is None else max(best, b / 2**20)
     return best
 
 
@@ -483,17 +513,19 @@ class PlotSpec:
 
 PLOTS: Final[tuple[PlotSpec, ...]] = (
     PlotSpec("server_memory", "round_time_vs_clients.png", "Round time against clients",
-             ("clients", "n_clients", "n"), ("round_s", "round_time_s", "median_round_s"),
-             "clients", "round time (s)", ("params", "model_params", "p")),
+             ("clients",), ("round_s_median", "round_s"), "clients", "round time (s)",
+             ("params",)),
     PlotSpec("server_memory", "server_memory_vs_clients.png", "Server peak memory against clients",
-             ("clients", "n_clients", "n"), ("server_peak_rss_mib", "peak_rss_mib", "rss_mib"),
-             "clients", "server peak RSS (MiB)", ("params", "model_params", "p")),
-    PlotSpec("trust_cost", "round_time_vs_model_size.png", "Round time against model size",
-             ("params", "model_params", "p"), ("round_s", "median_round_s", "round_time_s"),
-             "parameters", "round time (s)", ("trust", "mode", "features")),
+             ("clients",), ("server_peak_mib",), "clients", "server peak RSS (MiB)", ("params",)),
+    PlotSpec("model_size", "round_time_vs_model_size.png", "Round time against model size",
+             ("params",), ("round_s_median", "round_s"), "parameters (float32)", "round time (s)",
+             ("clients",)),
+    PlotSpec("model_size", "server_memory_vs_model_size.png",
+             "Server peak memory against model size", ("params",), ("server_peak_mib",),
+             "parameters (float32)", "server peak RSS (MiB)", ("clients",)),
     PlotSpec("verify", "verify_rate.png", "Verifications per second per core",
-             ("tee", "evidence"), ("per_s", "verifications_per_s", "rate"),
-             "evidence type", "verifications/s", skip=("floor",)),
+             ("tee",), ("verifications_per_s", "per_s"), "evidence type", "verifications/s",
+             skip=("floor",)),
 )  # fmt: skip
 
 
@@ -507,7 +539,8 @@ def _series(
         if x is None or y is None or x in spec.skip:
             continue
         group = _pick(r, *spec.group) if spec.group else None
-        points = out.setdefault("" if group is None else f"{group}", [])
+        label = "" if group is None else f"{spec.group[0]} = {_fmt(group)}"
+        points = out.setdefault(label, [])
         same = [i for i, (px, _) in enumerate(points) if px == x]
         if same:  # several rows for one x (e.g. two vectors of one TEE): keep the best
             i = same[0]
@@ -540,7 +573,7 @@ def make_plots(m: Measurements, out_dir: Path) -> tuple[list[tuple[PlotSpec, Pat
                 points.sort(key=lambda xy: float(xy[0]))
                 ax.plot([x for x, _ in points], [y for _, y in points], marker="o",
                         label=label or None)  # fmt: skip
-        if not categorical and spec.x[0] in ("params", "model_params", "p"):
+        if not categorical and spec.x[0] == "params":
             ax.set_xscale("log")
         ax.set_title(spec.title)
         ax.set_xlabel(spec.xlabel)
