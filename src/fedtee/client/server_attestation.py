@@ -166,7 +166,7 @@ class ServerVerifier:
 
     def _refuse(self, reason: Reason, message: str) -> ServerAttestationFailed:
         log.error("refusing the server (%s): %s; no update will be sent to it", reason, message)
-        return ServerAttestationFailed(f"server refused: {message}", reason=reason)
+        return ServerAttestationFailed(message, reason=reason)
 
     def _ask(self, nonce: bytes, aux: Mapping[str, bytes]) -> ServerEvidence | None:
         try:
