@@ -287,13 +287,24 @@ class FederationService(pb_grpc.FederationServicer):
             # A client that stops sending (even before its header) must not hold a server
             # thread past the round's deadline plus the grace period.
             remaining_ms = max(self._rounds.deadline_ms - _ms(self._clock()), 0)
-            timer = threading.Timer((remaining_ms + self._upload_grace_ms) / 1000, context.cancel)
+            cut = threading.Event()
+
+            def cut_off() -> None:
+                cut.set()
+                context.cancel()
+
+            timer = threading.Timer((remaining_ms + self._upload_grace_ms) / 1000, cut_off)
             timer.daemon = True
             timer.start()
             client = self._authenticate(context, SUBMIT_UPDATE)
             try:
                 first = next(request_iterator)
             except StopIteration:
+                if cut.is_set():  # a cancelled stream may end rather than raise
+                    raise UpdateRejected(
+                        "update stream sent no header before its deadline",
+                        reason=Reason.STREAM_STALLED,
+                    ) from None
                 raise ProtocolError("update stream is empty") from None
             except grpc.RpcError as exc:
                 raise UpdateRejected(
