@@ -11,7 +11,7 @@ runs in a thread alongside them. A scenario passes when
 - the attack is refused with exactly its expected :class:`~fedtee.errors.Reason`;
 - every honest update is accepted and the round closes with an aggregation whose inputs
   include each honest receipt (read back from the ledger);
-- the ledger records the refusal with that reason.
+- the ledger verifies offline (server key pinned) and records the refusal with that reason.
 
 The contrast (:func:`run_scenario` with ``insecure=True``) repeats the attack against the
 same server built with ``ServerConfig.insecure_no_attestation``: the gate admits any evidence
@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import grpc
 import numpy as np
+from cryptography.hazmat.primitives import serialization
 
 from fedtee import codec, identity, tensors
 from fedtee.attest.attesters.sim import SimAttester, SimPlatform, SimRoot
@@ -49,7 +50,8 @@ from fedtee.attest.policy import Policy
 from fedtee.client.cheats import flip_last_bit
 from fedtee.client.grpc_transport import GrpcTransport
 from fedtee.client.transport import Challenge, Enrolment, Session, SubmitOutcome, Task, TaskKind
-from fedtee.errors import FedteeError, Reason
+from fedtee.errors import FedteeError, LedgerError, Reason
+from fedtee.ledger.log import verify_ledger
 from fedtee.ledger.receipts import Receipt, SignedReceipt, receipt_hash, sign_receipt
 from fedtee.server.app import FederationServer, ServerConfig
 from fedtee.server.gate import GateSettings
@@ -1248,6 +1250,21 @@ def _aggregated(arena: Arena, honest: Sequence[Peer], last_round: int) -> bool:
 
 
 def _ledger_refusals(arena: Arena) -> list[str]:
+    """Reasons of the refusals the ledger records; none unless it verifies offline (with the
+    server's key pinned), as ``fedtee ledger verify`` would check it. The insecure server's
+    ledger is read without verifying: its receipts are not bound to their rounds."""
+    if arena.server is None:
+        return []
+    if not arena.insecure:
+        paths = arena.server.paths
+        key = serialization.load_pem_public_key(paths.server_key.read_bytes()).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        try:
+            verify_ledger(paths.ledger.read_bytes(), server_public_key=key)
+        except LedgerError as exc:
+            log.error("the ledger does not verify: %s", exc)
+            return []
     found = []
     for e in arena.ledger_entries():
         body = e["body"]
