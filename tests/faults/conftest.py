@@ -127,6 +127,20 @@ class Federation:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def wait_finished(self, timeout_s: float = 60) -> None:
+        """Until the store says the federation finished (read while the server runs)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            store = StateStore.open(str(self.state_dir / "state.db"))
+            try:
+                fed = store.get_federation(FED)
+            finally:
+                store.close()
+            if fed is not None and fed.status.value == "finished":
+                return
+            assert time.monotonic() < deadline, f"federation did not finish:\n{self.log_text()}"
+            time.sleep(0.1)
+
     def wait_exit(self, timeout_s: float = 60) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout_s)

@@ -25,7 +25,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -286,19 +286,22 @@ class VirtualClient:
         return sign_receipt(receipt, self._key), update
 
     async def submit(
-        self, signed: SignedReceipt, update: bytes, *, chunks: Iterable[bytes] | None = None
+        self,
+        signed: SignedReceipt,
+        update: bytes,
+        *,
+        chunks: AsyncIterable[bytes] | None = None,
     ) -> SubmitOutcome:
         """Send the update (as ``chunks`` when given, e.g. a stream that breaks off)."""
         step = self._target.limits.chunk_bytes
 
+        async def parts() -> AsyncIterator[bytes]:
+            for i in range(0, len(update), step):
+                yield update[i : i + step]
+
         async def messages() -> AsyncIterator[pb.UpdateChunk]:
             yield serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
-            parts = (
-                chunks
-                if chunks is not None
-                else (update[i : i + step] for i in range(0, len(update), step))
-            )
-            for part in parts:
+            async for part in chunks if chunks is not None else parts():
                 yield serde.update_data_to_proto(part)
 
         async def send() -> Any:
