@@ -11,13 +11,14 @@ import grpc
 import numpy as np
 import pytest
 
-from fedtee import tensors
+from fedtee import codec, tensors
 from fedtee.client.grpc_transport import GrpcTransport
 from fedtee.client.runtime import ClientRuntime, RuntimeOptions
 from fedtee.client.transport import ServerUnavailable, Session, SubmitOutcome
 from fedtee.codec import Encoding
+from fedtee.errors import Reason
 from fedtee.ledger.log import verify_ledger
-from fedtee.ledger.receipts import SignedReceipt
+from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
 from fedtee.server.app import FederationServer
 from fedtee.server.store import RoundStatus
 from fedtee.wire.limits import DEFAULT_LIMITS
@@ -195,3 +196,60 @@ def test_a_cut_upload_resumes_and_sends_only_the_rest(harness: Harness) -> None:
     assert runtime.bytes_sent < 2 * size
     assert len(rounds._uploads) == 0
     np.testing.assert_allclose(_final_arrays(server, 1)["w"], 0.5)
+
+
+def _signed(peer: Any, task: Any, data: bytes) -> SignedReceipt:
+    receipt = Receipt(
+        federation_id=task.federation_id,
+        round=task.round,
+        client_id=peer.client_id,
+        global_model_digest=task.global_model_digest,
+        update_digest=tensors.digest(data),
+        num_examples=10,
+        measurement=peer.measurement,
+    )
+    return sign_receipt(receipt, peer.key)
+
+
+def test_the_server_refuses_signed_but_malformed_or_relabelled_encodings(harness: Harness) -> None:
+    harness.start(rounds=1, clients_per_round=3, min_clients=3)
+    peers = [harness.peer(name) for name in ("relabel", "badindex", "badoffset")]
+    assert all(p.enroll().accepted for p in peers)
+    tasks = [p.wait_task() for p in peers]
+    model = tensors.decode(peers[0].download(tasks[0]))
+    trained = {k: v + np.float32(0.25) for k, v in model.items()}
+
+    def send(peer: Any, task: Any, data: bytes, **kw: Any) -> SubmitOutcome:
+        assert peer.session is not None
+        outcome: SubmitOutcome = peer.transport.submit_update(
+            session=peer.session,
+            receipt=_signed(peer, task, data),
+            size=len(data),
+            chunks=[data[kw.get("offset", 0) :]],
+            **kw,
+        )
+        return outcome
+
+    # int8 bytes (signed as such) announced as f16: the name in the header must match.
+    int8 = codec.encode_update(trained, global_arrays=model, encoding=Encoding.INT8)
+    out = send(peers[0], tasks[0], int8, encoding="f16")
+    assert (out.accepted, out.reason) == (False, Reason.UPDATE_MALFORMED.value)
+
+    # A validly signed top-k update whose index points past its tensor.
+    bad = tensors.encode_pure(
+        {
+            "w#idx": np.array([0, 12], dtype=np.int32),
+            "w#val": np.ones(2, dtype=np.float32),
+            "b#idx": np.array([0], dtype=np.int32),
+            "b#val": np.ones(1, dtype=np.float32),
+        },
+        metadata={codec.ENCODING_KEY: "topk"},
+    )
+    out = send(peers[1], tasks[1], bad, encoding="topk")
+    assert (out.accepted, out.reason) == (False, Reason.UPDATE_MALFORMED.value)
+
+    # Resuming an upload the server never held.
+    out = send(peers[2], tasks[2], int8, encoding="int8", offset=64)
+    assert (out.accepted, out.reason) == (False, Reason.UPLOAD_OFFSET_MISMATCH.value)
+    out = send(peers[2], tasks[2], int8, encoding="int8")  # from 0 it is accepted
+    assert out.accepted, out
