@@ -156,8 +156,8 @@ def _attacks(args: argparse.Namespace) -> int:
     ok = attacks.all_passed(results)
     if not ok:
         print(
-            "fedtee: some attacks were not refused with their expected reason, or an honest "
-            "client's round failed",
+            "fedtee: some attacks were not refused with their expected reason, an honest "
+            "client's round failed, or a refusal is missing from the ledger",
             file=sys.stderr,
         )
     return 0 if ok else 1
@@ -176,8 +176,8 @@ def register(subparsers: Any) -> None:
             "including every honest update, and that the ledger records the refusal. Unless "
             "--no-contrast, each attack is repeated against the same server with attestation "
             "and receipts off, to show which attacks would otherwise have succeeded. Exits 0 "
-            "only if every scenario was refused with its expected reason and no honest "
-            "client was refused."
+            "only if every scenario was refused with its expected reason, no honest client "
+            "was refused and every refusal is in a ledger that verifies."
         ),
     )
     p.add_argument(

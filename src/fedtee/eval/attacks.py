@@ -74,7 +74,7 @@ HONEST_DELTA = 0.1
 SERVICE = "/fedtee.v1.Federation/"
 ATTACKER = "mallory"
 WAIT_S = 30.0
-REPLAY_NONCE_TTL_MS = 1_500
+REPLAY_NONCE_TTL_MS = 3_000
 CONTRAST_ROUND_MS = 5_000
 
 
@@ -913,7 +913,9 @@ def _stalled_before_header(arena: Arena, attacker: Peer | None) -> Observed:
 
 
 _PARTICIPATES = ArenaSettings(participates=True)
-_STALLS = ArenaSettings(participates=True, round_timeout_ms=3_000, upload_grace_ms=300)
+# Rounds an attacker holds open until their deadline: short, but long enough for the honest
+# clients to deliver on a loaded machine.
+_STALLS = ArenaSettings(participates=True, round_timeout_ms=6_000, upload_grace_ms=300)
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -1019,7 +1021,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected=Reason.RECEIPT_REPLAYED,
         attack=_earlier_round_receipt,
         setup=_enrolled_attacker,
-        settings=ArenaSettings(participates=True, rounds=2, round_timeout_ms=4_000),
+        settings=ArenaSettings(participates=True, rounds=2, round_timeout_ms=6_000),
     ),
     Scenario(
         id="receipt-wrong-model",
@@ -1338,7 +1340,7 @@ def report_json(results: Sequence[ScenarioResult], *, now: datetime) -> dict[str
 
 
 def all_passed(results: Sequence[ScenarioResult]) -> bool:
-    return bool(results) and all(r.rejected and r.honest_completed for r in results)
+    return bool(results) and all(r.passed for r in results)
 
 
 __all__ = [
