@@ -24,6 +24,7 @@ P=200,000, 2 rounds.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -109,18 +110,21 @@ def _wait_port(port: int, timeout_s: float) -> None:
     raise RuntimeError(f"nothing listens on {port} after {timeout_s:.0f}s")
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """Stop a process started in its own session, and everything it started."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def _kill_groups(procs: list[subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
+    """Stop processes started in their own sessions, and everything they started: SIGTERM
+    to every group at once, then SIGKILL to the groups still there after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        live = [p for p in procs if p.poll() is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and any(p.poll() is None for p in live):
+            time.sleep(0.1)
+    for proc in procs:
+        # Orphans (a ServerApp/ClientApp whose SuperExec died first) share the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_flower(
@@ -203,8 +207,7 @@ def run_flower(
         run.error = str(exc)
     finally:
         sampler.stop()
-        for proc in reversed(procs):
-            _kill_group(proc)
+        _kill_groups(procs)
     run.server_peak = sampler.peak_by_root.get(superlink.pid, 0) if superlink else 0
     run.client_peak = max((sampler.peak_by_root.get(p.pid, 0) for p in nodes), default=0)
     return run
@@ -368,7 +371,7 @@ def plot(rows: list[dict[str, object]], out_dir: Path) -> list[Path]:
 
 def doc_section(
     rows: list[dict[str, object]], *, version: str, info: dict[str, object], pngs: list[Path],
-    skipped: list[str], rounds: int,
+    skipped: list[str], rounds: int, notes: list[str],
 ) -> str:
     lines = [
         _common.header(info=info),
@@ -388,6 +391,7 @@ def doc_section(
     ]
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    lines += ["", *notes] if notes else []
     failed = [
         f"{fw} N={r['clients']} P={r['params']:,}: {r.get(fw + '_error')}"
         for r in rows
@@ -431,6 +435,12 @@ def main() -> None:
     ap.add_argument(
         "--timeout", type=float, default=1800.0, help="give up on one run after S seconds"
     )
+    ap.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a sentence to add to the doc section (repeatable), e.g. what was not run and why",
+    )
     args = ap.parse_args()
     if args.replot is not None:
         print(plot(json.loads(args.replot.read_text())["results"], _common.DOC.parent / "bench"))
@@ -466,7 +476,9 @@ def main() -> None:
                 flo = None
                 if bin_dir is not None:
                     if cap_p and params >= cap_p and n > cap_n:
-                        skipped.append(f"Flower with N={n} at P={params:,} (memory)")
+                        skipped.append(
+                            f"Flower with N={n} at P={params:,} (--flower-max-clients-at)"
+                        )
                     else:
                         flo = run_flower(
                             bin_dir, scratch / f"flower-{n}-{params}",
@@ -490,7 +502,8 @@ def main() -> None:
         _common.write_doc_section(
             "flower",
             doc_section(
-                rows, version=version, info=info, pngs=pngs, skipped=skipped, rounds=rounds
+                rows, version=version, info=info, pngs=pngs, skipped=skipped, rounds=rounds,
+                notes=args.note,
             ),
             title="fedtee and Flower: the same workload side by side",
         )
