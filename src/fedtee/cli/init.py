@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -152,6 +153,23 @@ def policy_toml(*, with_sim: bool, measurement_hex: str, trainer: str) -> str:
     return "\n".join(lines)
 
 
+def _round_config(trainer: str) -> str:
+    """The trainer module's ``DEFAULTS`` (its hyper-parameters) as TOML lines, so a federation
+    starts with values that suit its model; the digits example's when it has none."""
+    import importlib
+
+    from fedtee.client.trainer import TrainerSpec
+
+    defaults = getattr(
+        importlib.import_module(TrainerSpec(target=trainer).module), "DEFAULTS", None
+    )
+    if not isinstance(defaults, dict) or not all(
+        isinstance(k, str) and k.isidentifier() and isinstance(v, str) for k, v in defaults.items()
+    ):
+        defaults = {"lr": "0.5", "local_epochs": "5", "batch_size": "32"}
+    return "\n".join(f"{key} = {json.dumps(value)}" for key, value in defaults.items())
+
+
 def server_toml(opts: InitOptions) -> str:
     sim_root = (
         'sim_root = "sim-root.pem"        # trust this sim root (policy.toml allows sim)'
@@ -181,9 +199,7 @@ start_wait_s = 10               # before round 1, wait this long for clients_per
 # max_update_norm = 100.0       # reject updates further than this (L2) from the global model
 
 [rounds.config]                 # hyper-parameters sent to every client's trainer, as strings
-lr = "0.5"
-local_epochs = "5"
-batch_size = "32"
+{_round_config(opts.trainer)}
 
 [attestation]
 policy = "policy.toml"          # what evidence is accepted (see docs/quickstart.md)
