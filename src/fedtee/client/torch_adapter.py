@@ -14,7 +14,8 @@ as a ``state_dict``. This module converts between the two without pickle anywher
 - :class:`TorchTrainer`: ``fit`` loads the global model, calls the user's ``train`` function,
   and returns the module's state; ``evaluate`` loads and calls ``evaluate``. Device: the GPU
   when one is present (``device="auto"``), else the CPU; ``deterministic=True`` turns on
-  deterministic algorithms and seeds torch's generator before every ``fit``.
+  deterministic algorithms and seeds torch's generator before every ``fit``; ``num_threads``
+  caps torch's CPU threads (small models on a shared machine run faster with one).
 
 PyTorch is an optional extra (``pip install 'fedtee[torch]'``; the test set-up pins
 ``torch==2.13.0``). Importing this module does not import torch; using it without torch
@@ -169,10 +170,15 @@ class TorchTrainer:
     device: str = "auto"
     deterministic: bool = False
     seed: int = 0
+    num_threads: int | None = None  # torch's CPU threads (process-wide); None: torch's default
     _device: Any = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self._device = select_device(self.device)
+        if self.num_threads is not None:
+            if self.num_threads < 1:
+                raise ConfigError(f"num_threads must be >= 1, got {self.num_threads}")
+            require_torch().set_num_threads(self.num_threads)
         if self.deterministic:
             make_deterministic(self.seed)
         self.module.to(self._device)

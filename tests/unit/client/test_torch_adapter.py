@@ -144,3 +144,27 @@ def test_importing_fedtee_without_torch_works_and_using_the_adapter_says_what_to
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert "ERR" in out and "fedtee[torch]" in out and "torch==2.13.0" in out
+
+
+def test_thread_count_is_checked() -> None:
+    with pytest.raises(ConfigError, match="num_threads"):
+        ta.TorchTrainer(
+            module=_module(),
+            train=lambda *a: (0, {}),
+            evaluate_fn=lambda *a: (0.0, 0, {}),
+            num_threads=0,
+        )
+
+
+def test_fedtee_init_writes_the_trainer_modules_hyper_parameters(tmp_path: Path) -> None:
+    import tomllib
+
+    from fedtee.cli.init import InitOptions, server_toml
+    from fedtee.client.examples import digits, digits_cnn
+
+    for module, trainer in ((digits_cnn, "DigitsCnnTrainer"), (digits, "DigitsTrainer")):
+        opts = InitOptions(
+            directory=tmp_path, federation_id="f", trainer=f"{module.__name__}:{trainer}"
+        )
+        config = tomllib.loads(server_toml(opts))["rounds"]["config"]
+        assert config == module.DEFAULTS

@@ -129,6 +129,9 @@ class DigitsCnnTrainer(TorchTrainer):
             device=device,
             deterministic=deterministic,
             seed=seed,
+            # Batches of 32 8x8 images gain nothing from several threads, and on a shared
+            # machine the spinning of torch's thread pool slows every client down.
+            num_threads=1,
         )
 
     def _train(
