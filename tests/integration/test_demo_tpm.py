@@ -55,6 +55,12 @@ def test_demo_tpm_enrols_every_client_on_a_verified_quote_and_rejects_the_cheate
     assert "cheater-tamper: rejected: update_digest_mismatch" in out
     assert "cheater-modified: rejected: measurement_not_allowed" in out
     assert "honest clients enrolled on a verified TPM quote: 2 of 2" in out
+    # Both directions: every client verified the server's own TPM quote before enrolling.
+    assert "server attested to honest clients" in " ".join(out.split())
+    for cid in ("client-1", "client-2", "cheater-tamper", "cheater-modified"):
+        log = (tmp_path / "logs" / f"{cid}.log").read_text()
+        assert f"[{cid}] server_attested tpm TEE; affirming" in log, log
+        assert log.index("server_attested") < log.index("enrol")  # before it sent anything
     assert "ledger OK" in out
     assert "SIMULATED" not in out
     # Every swtpm the demo started is gone.
@@ -80,4 +86,5 @@ def test_demo_tpm_enrols_every_client_on_a_verified_quote_and_rejects_the_cheate
     expected_pcr = code_pcr_value(trainer_measurement(HONEST_TRAINER))
     assert {c.measurement for c in clients.values()} == {expected_pcr}
     assert (MODIFIED_ID, "measurement_not_allowed") in rejections
-    assert "tpm_ek_ca" in (tmp_path / "server.toml").read_text()
+    server_toml = (tmp_path / "server.toml").read_text()
+    assert "tpm_ek_ca" in server_toml and "[server_attestation]" in server_toml

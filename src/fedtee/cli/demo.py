@@ -30,9 +30,11 @@ provisioned with an EK certificate from a local EK CA made for this demo (``ek-c
 work directory); the server's ``tpm_ek_ca`` trusts that CA explicitly, and its policy lists the
 honest trainer's PCR 23 value. Clients extend PCR 23 with their code measurement, prove their
 AK is bound to the EK (credential activation) and enrol on a verified TPM quote;
-``cheater-modified``'s PCR 23 differs, so it is rejected (``measurement_not_allowed``). Needs
-swtpm, swtpm-tools and tpm2-pytss (scripts/setup.sh installs them when run as root). Every
-swtpm is stopped at exit, on Ctrl-C and on errors.
+``cheater-modified``'s PCR 23 differs, so it is rejected (``measurement_not_allowed``). Both
+directions: the server runs under its own swtpm too (``[server_attestation]``), and every
+client verifies its quote against ``server-policy.toml`` (the server code's PCR 23) before it
+sends anything. Needs swtpm, swtpm-tools and tpm2-pytss (scripts/setup.sh installs them when
+run as root). Every swtpm is stopped at exit, on Ctrl-C and on errors.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ TAMPER_REASONS = frozenset(
 MODIFIED_REASON = "measurement_not_allowed"
 TEES = ("sim", "tpm")
 EK_CA_DIR = "ek-ca"  # the demo's local EK CA (swtpm_localca), under the work directory
+SERVER_TPM = "aggregator"  # the server's own swtpm (mutual attestation) in the TPM map
+SERVER_POLICY = "server-policy.toml"  # what clients require of the server (--tee tpm)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,19 +165,41 @@ def _write_client_configs(
             at = next(i for i, line in enumerate(lines) if line.startswith("type = "))
             lines[at] = _tpm_tee_table(tpms[cid])
             text = "".join(lines)
+        if SERVER_TPM in tpms:
+            text += _client_server_attestation_table()
         out[cid] = workdir / f"{cid}.toml"
         out[cid].write_text(text, encoding="utf-8")
     return out
 
 
-def tpm_policy(measurement: bytes) -> str:
+def _client_server_attestation_table() -> str:
+    """client.toml's mutual attestation: verify the server's TPM quote before anything else."""
+    return (
+        "\n[server_attestation]   # verify the server's TPM quote before sending it anything\n"
+        "require = true\n"
+        f'policy = "{SERVER_POLICY}"   # the server code\'s PCR 23\n'
+        f'tpm_ek_ca = ["{EK_CA_DIR}/swtpm-localca-rootca-cert.pem"]   # the demo\'s EK CA\n'
+    )
+
+
+def _server_attestation_table(tpm: Any) -> str:
+    """server.toml's mutual attestation: the server quotes with its own swtpm."""
+    return (
+        "\n[server_attestation]   # the server attests too, with its own swtpm\n"
+        'tee = "tpm"\n'
+        f'tcti = "{tpm.tcti}"\n'
+        f'ek_chain = "{EK_CA_DIR}/issuercert.pem"\n'
+    )
+
+
+def tpm_policy(measurement: bytes, *, what: str = f"the honest trainer {HONEST_TRAINER}") -> str:
     """A policy that admits TPM clients whose PCR 23 holds ``measurement`` (nothing else)."""
     from fedtee.attest.verify.tpm import CODE_PCR, code_pcr_value
 
     return (
-        "# fedtee demo --tee tpm: TPM 2.0 clients only. The EK must chain to a CA in\n"
-        "# server.toml's tpm_ek_ca (here the demo's local swtpm EK CA), and PCR 23 must hold\n"
-        f"# the honest trainer's code measurement: {HONEST_TRAINER}\n"
+        "# fedtee demo --tee tpm: TPM 2.0 only. The EK must chain to a trusted EK CA (here\n"
+        "# the demo's local swtpm EK CA, named in tpm_ek_ca), and PCR 23 must hold the code\n"
+        f"# measurement of {what}\n"
         "version = 1\n\n"
         "[tee.tpm]\n"
         'accepted_tcb = ["NotApplicable"]   # TPM quotes carry no TCB level\n\n'
@@ -329,10 +355,13 @@ class DemoOutcome:
     workdir: Path
     honest_enrolled_on: tuple[str, ...] = ()  # honest clients enrolled with the demo's TEE
     honest_clients: int = 0
+    mutual: bool = False  # the server attested too (--tee tpm)
+    honest_verified_server: tuple[str, ...] = ()  # honest clients that verified the server
 
     def success(self, target: float) -> bool:
         return (
             len(self.honest_enrolled_on) == self.honest_clients
+            and (not self.mutual or len(self.honest_verified_server) == self.honest_clients)
             and self.accuracy is not None
             and self.accuracy >= target
             and self.tamper_rejected is not None
@@ -351,7 +380,7 @@ def run_demo(opts: DemoOptions, *, console: Any) -> DemoOutcome:
     tpms: dict[str, Any] = {}
     try:
         if opts.tee == "tpm":
-            tpms = _provision_tpms(workdir, client_ids(opts), console)
+            tpms = _provision_tpms(workdir, [*client_ids(opts), SERVER_TPM], console)
         return _run_federation(opts, workdir, tpms, console)
     finally:
         _stop_tpms(tpms)  # also on Ctrl-C (KeyboardInterrupt) and on errors
@@ -392,6 +421,14 @@ def _run_federation(
         (workdir / "policy.toml").write_text(
             tpm_policy(trainer_measurement(HONEST_TRAINER)), encoding="utf-8"
         )
+    if SERVER_TPM in tpms:
+        from fedtee.server.self_attestation import measure_server
+
+        text += _server_attestation_table(tpms[SERVER_TPM])
+        (workdir / SERVER_POLICY).write_text(
+            tpm_policy(measure_server(), what="the fedtee server (fedtee server measure)"),
+            encoding="utf-8",
+        )
     server_toml.write_text(text, encoding="utf-8")
     configs = _write_client_configs(workdir, opts, init, tpms)
     console.print(f"[bold]fedtee demo[/] in {workdir} (server on 127.0.0.1:{port}, TLS)")
@@ -399,6 +436,11 @@ def _run_federation(
         f"{opts.clients} honest clients, {TAMPER_ID} (changes its update after signing), "
         f"{MODIFIED_ID} (runs modified training code)"
     )
+    if SERVER_TPM in tpms:
+        console.print(
+            "mutual attestation: the server quotes with its own swtpm; every client verifies "
+            f"that quote against {SERVER_POLICY} before it sends the server anything"
+        )
 
     server = _spawn(
         _python_cli("server", "start", "--config", str(server_toml)),
@@ -438,7 +480,9 @@ def _run_federation(
     honest_rejected = [(c, r) for c, r, _ in state.rejections if c not in (TAMPER_ID, MODIFIED_ID)]
     if honest_rejected:
         console.print(f"[red]honest clients were rejected: {honest_rejected}[/]")
-    _enrolment_table(state, opts, console)
+    mutual = SERVER_TPM in tpms
+    server_checks = _server_checks(logs, client_ids(opts)) if mutual else {}
+    _enrolment_table(state, opts, console, server_checks)
     ledger_ok = _verify_ledger(workdir, console)
     honest = client_ids(opts)[: opts.clients]
     outcome = DemoOutcome(
@@ -452,13 +496,40 @@ def _run_federation(
             sorted(c for c in honest if state.enrolments.get(c, ("",))[0] == opts.tee)
         ),
         honest_clients=opts.clients,
+        mutual=mutual,
+        honest_verified_server=tuple(
+            sorted(c for c in honest if server_checks.get(c, "").startswith("tpm TEE"))
+        ),
     )
     _summary(outcome, opts, console)
     return outcome
 
 
-def _enrolment_table(state: DemoState, opts: DemoOptions, console: Any) -> None:
-    """Who enrolled, on what evidence, as the server recorded it after verification."""
+def _server_checks(logs: Path, ids: list[str]) -> dict[str, str]:
+    """What each client concluded about the server (mutual attestation), from its log:
+    the ``server_attested`` detail (e.g. "tpm TEE; affirming"), or "refused: REASON"."""
+    out: dict[str, str] = {}
+    for cid in ids:
+        try:
+            with (logs / f"{cid}.log").open("rb") as fh:
+                head = fh.read(256 * 1024).decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in head.splitlines():
+            if line.startswith(f"[{cid}] server_attested "):
+                out[cid] = line.removeprefix(f"[{cid}] server_attested ").strip()
+                break
+            if line.startswith(f"[{cid}] server_refused "):
+                out[cid] = "refused: " + line.removeprefix(f"[{cid}] server_refused ").strip()
+                break
+    return out
+
+
+def _enrolment_table(
+    state: DemoState, opts: DemoOptions, console: Any, server_checks: dict[str, str]
+) -> None:
+    """Who enrolled, on what evidence, as the server recorded it after verification; with
+    mutual attestation, also what each client concluded about the server."""
     from rich.table import Table
 
     what = "verified TPM 2.0 quote" if opts.tee == "tpm" else "SIMULATED evidence"
@@ -467,15 +538,18 @@ def _enrolment_table(state: DemoState, opts: DemoOptions, console: Any) -> None:
     table.add_column("TEE")
     table.add_column("platform (EK SHA-256)" if opts.tee == "tpm" else "platform")
     table.add_column("code (PCR 23)" if opts.tee == "tpm" else "code measurement")
+    if server_checks:
+        table.add_column("verified the server")
     for cid in client_ids(opts):
         record = state.enrolments.get(cid)
+        extra = [server_checks.get(cid, "-")] if server_checks else []
         if record is None:
-            table.add_row(cid, "-", "not enrolled", "-")
+            table.add_row(cid, "-", "not enrolled", "-", *extra)
             continue
         tee, hardware, platform, measurement = record
         label = tee if hardware else f"{tee} (SIMULATED)"
         platform_hex = platform.hex()[:16] + "..." if platform else "-"
-        table.add_row(cid, label, platform_hex, measurement.hex()[:16] + "...")
+        table.add_row(cid, label, platform_hex, measurement.hex()[:16] + "...", *extra)
     console.print(table)
 
 
@@ -570,6 +644,12 @@ def _summary(outcome: DemoOutcome, opts: DemoOptions, console: Any) -> None:
     enrolled = len(outcome.honest_enrolled_on)
     evidence = "a verified TPM quote" if opts.tee == "tpm" else "simulated evidence"
     console.print(f"honest clients enrolled on {evidence}: {enrolled} of {outcome.honest_clients}")
+    if outcome.mutual:
+        console.print(
+            "server attested to honest clients (its own swtpm quote, PCR 23 = the server's "
+            f"code, verified before they sent anything): {len(outcome.honest_verified_server)} "
+            f"of {outcome.honest_clients}"
+        )
     console.print(f"ledger: {'verifies' if outcome.ledger_ok else 'DOES NOT VERIFY'}")
     if opts.tee == "tpm":
         console.print(
