@@ -246,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
             backoff_max_s=config.backoff_max_s,
             encoding=Encoding(config.encoding),
             topk_fraction=config.topk_fraction,
+            max_model_bytes=config.max_model_bytes,
         ),
         on_event=_printer(config.client_id),
         server_check=check,

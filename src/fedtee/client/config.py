@@ -35,6 +35,7 @@ _SCHEMA: dict[str, set[str]] = {
         "profile",
         "encoding",
         "topk_fraction",
+        "max_model_mib",
     },
     "server_attestation": {
         "require",
@@ -93,6 +94,7 @@ class ClientConfig:
     profile: str = "default"  # "iot": small chunks, int8 updates, lean imports (docs/iot.md)
     encoding: str = "safetensors"  # update compression, a fedtee.codec.Encoding value
     topk_fraction: float = 0.01  # top-k encodings: the share of each tensor sent
+    max_model_bytes: int = 1 << 30  # largest global model this client downloads (silos)
     server_attestation: ServerAttestationConfig | None = None  # mutual attestation, off if None
 
 
@@ -113,6 +115,16 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "iot": {"chunk_bytes": 64 * 1024, "encoding": "int8"},
 }
 ENCODINGS = tuple(e.value for e in Encoding)
+
+
+MAX_MODEL_MIB = 1 << 16  # 64 GiB: the download is one buffer of this size, bounded first
+
+
+def _max_model_mib(table: Mapping[str, Any]) -> int:
+    mib: int = _get(table, "runtime", "max_model_mib", int, 1024)
+    if not 1 <= mib <= MAX_MODEL_MIB:
+        raise ConfigError(f"[runtime] max_model_mib must be 1..{MAX_MODEL_MIB}, got {mib}")
+    return mib
 
 
 def _runtime_profile(table: Mapping[str, Any], override: str | None) -> dict[str, Any]:
@@ -218,6 +230,7 @@ def parse_client_config(
         max_reconnect_attempts=_get(runtime_t, "runtime", "max_reconnect_attempts", int, 8),
         backoff_initial_s=_get(runtime_t, "runtime", "backoff_initial_s", float, 0.2),
         backoff_max_s=_get(runtime_t, "runtime", "backoff_max_s", float, 5.0),
+        max_model_bytes=_max_model_mib(runtime_t) << 20,
         **_runtime_profile(runtime_t, profile_override),
     )
     if tee is TeeType.SIM and (config.sim_root_cert is None or config.sim_root_key is None):
