@@ -49,7 +49,13 @@ def _configure(path: Path, values: dict[str, Any]) -> None:
 
 
 def run_one(
-    workdir: Path, *, clients: int, rounds: int, channels: int, timeout_s: float = 1800
+    workdir: Path,
+    *,
+    clients: int,
+    rounds: int,
+    channels: int,
+    timeout_s: float = 1800,
+    max_enrolling: int = 0,
 ) -> dict[str, Any]:
     """One federation of ``clients`` virtual clients for ``rounds`` rounds; one result row."""
     port = _free_port()
@@ -93,7 +99,11 @@ def run_one(
         sampler.start()
         report = asyncio.run(
             asyncio.wait_for(
-                run_load(target, LoadOptions(clients=clients, channels=channels)), timeout_s
+                run_load(
+                    target,
+                    LoadOptions(clients=clients, channels=channels, max_enrolling=max_enrolling),
+                ),
+                timeout_s,
             )
         )
         sampler.stop()
@@ -116,6 +126,7 @@ def run_one(
         "clients": clients,
         "rounds": rounds,
         "channels": channels or clients,
+        "max_enrolling": max_enrolling or clients,
         "enrolled": report.enrolled,
         "accepted_updates": report.accepted_updates,
         "rejected_updates": report.rejected_updates,

@@ -5,7 +5,8 @@ ledger and a sim attestation policy; one load-generator process of asyncio virtu
 each with its own identity key and sim platform, so its own platform id), at federation
 scale: every client enrols with sim evidence and trains every round, and a round aggregates
 only when all N updates are accepted. To stay within the file descriptors of one machine
-the virtual clients share TLS connections (N / 10 of them; gRPC multiplexes their calls).
+the virtual clients share TLS connections (N / 10 of them; gRPC multiplexes their calls),
+and at most 200 of them enrol at once.
 
 Reported per N: enrolment time (start of the load to the last credential) and rate, round
 time (opened to aggregated, from the server's state.db), errors and retries, the server's
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import _common as common
 from bench_load import rows_table, run_one
+
+ENROLLING = 200  # clients between challenge and credential at once
 
 
 def main() -> int:
@@ -50,6 +53,7 @@ def main() -> int:
                 rounds=rounds,
                 channels=max(1, n // 10),
                 timeout_s=args.timeout,
+                max_enrolling=ENROLLING,
             )
         rows.append(row)
         print(f"{n} clients: {row}", flush=True)
@@ -63,9 +67,11 @@ def main() -> int:
             + "\n- Whole federation on this one machine: one `fedtee server start` process "
             "and one load-generator process (`fedtee.eval.loadgen`) of N virtual clients, each "
             "with its own identity key and sim platform, sharing N/10 TLS connections. Every "
-            "client enrols with sim evidence and trains every round; a round aggregates only "
-            "when all N updates are accepted. Model: the example trainer's 650 float32 "
-            f"parameters; {rounds} round(s).\n"
+            f"client enrols with sim evidence (at most {ENROLLING} enrolling at once: a fleet "
+            "arrives spread out, and 10,000 challenges at one instant would wait in the "
+            "server's queue longer than a nonce lives) and trains every round; a round "
+            "aggregates only when all N updates are accepted. Model: the example "
+            f"trainer's 650 float32 parameters; {rounds} round(s).\n"
             "- *enrolment*: start of the load to the last credential; *round*: opened to "
             "aggregated, from the server's state.db; *server RSS*: sampled from /proc.\n\n" + text
         )

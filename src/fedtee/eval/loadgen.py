@@ -49,6 +49,7 @@ from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
 from fedtee.wire.messages import (
     ChallengeRequest,
     EnrollRequest,
+    Enrolment,
     ModelRequest,
     SubmitOutcome,
     Task,
@@ -90,6 +91,10 @@ class LoadOptions:
     max_attempts: int = 30  # per call, for calls the server sheds
     backoff_max_s: float = 2.0
     clock_offset_ms: int = 0  # added to this machine's clock (clock-skew experiments)
+    # At most this many clients between challenge and credential at once (0: no limit). A
+    # fleet's arrival is spread out; 10,000 challenges at one instant would sit in the
+    # server's queue longer than a nonce lives.
+    max_enrolling: int = 0
     noise: float = 1e-3
     seed: int = 0
 
@@ -149,6 +154,7 @@ class VirtualClient:
         options: LoadOptions,
         enrolled: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
+        enrolling: asyncio.Semaphore | None = None,
     ) -> None:
         self.result = ClientResult(client_id=client_id)
         self._id = client_id
@@ -157,6 +163,7 @@ class VirtualClient:
         self._options = options
         self._enrolled = enrolled
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._enrolling = enrolling  # at most this many clients enrolling at once
         self._key = identity.generate()
         self._public = identity.public_key_der(self._key)
         self._attester = SimAttester(
@@ -221,7 +228,22 @@ class VirtualClient:
             )
             return await self._stub.Enroll(enroll, timeout=timeout)
 
-        outcome = serde.enrolment_from_proto(await self._call("Enroll", exchange))
+        async def attempts() -> Enrolment:
+            for n in range(self._options.max_attempts):
+                outcome = serde.enrolment_from_proto(await self._call("Enroll", exchange))
+                # A nonce that expired while the Enroll call sat in the server's queue says
+                # nothing about this client: ask for a fresh one (counted as a retry).
+                if outcome.accepted or outcome.reason != Reason.NONCE_EXPIRED.value:
+                    return outcome
+                if n + 1 < self._options.max_attempts:
+                    self.result.retries += 1
+            return outcome
+
+        if self._enrolling is None:
+            outcome = await attempts()
+        else:
+            async with self._enrolling:
+                outcome = await attempts()
         if not outcome.accepted:
             try:
                 reason = Reason(outcome.reason)
@@ -376,6 +398,7 @@ async def run_load(
             on_enrolled(len(enrolled_at))
 
     width = len(str(count - 1))
+    enrolling = asyncio.Semaphore(options.max_enrolling) if options.max_enrolling > 0 else None
     clients = [
         VirtualClient(
             client_id=f"{options.id_prefix}-{i:0{width}d}",
@@ -384,9 +407,12 @@ async def run_load(
             options=options,
             enrolled=enrolled,
             rng=random.Random(options.seed * 1_000_003 + i),  # noqa: S311 - jitter, not secrets
+            enrolling=enrolling,
         )
         for i in range(count)
     ]
+
+    started = time.monotonic()  # keys and platforms made: the load starts now
 
     async def guarded(client: VirtualClient) -> None:
         try:
