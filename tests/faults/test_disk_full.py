@@ -81,3 +81,42 @@ def test_disk_full_during_an_upload_is_a_clear_error_and_recovers(
     finally:
         federation.stop()
         subprocess.run(["umount", str(artifacts)], check=False)
+
+
+@pytest.mark.slow
+def test_ledger_disk_full_keeps_accepted_updates_and_catches_up(
+    federation: Federation, clients: Clients, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The ledger file lives on its own small tmpfs (state/ledger.jsonl is a link to it), so
+    # appends to it fail with ENOSPC while the store and the artifacts have room.
+    ledger_fs = tmp_path_factory.mktemp("ledger-fs")
+    if not _mount_tmpfs(ledger_fs, "1m"):
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        federation.state_dir.mkdir()
+        (federation.state_dir / "ledger.jsonl").symlink_to(ledger_fs / "ledger.jsonl")
+        federation.configure(rounds=1, clients_per_round=2, min_clients=2)
+        federation.start()
+        a, b = clients.new("a"), clients.new("b")
+        for v in (a, b):
+            clients.run(v.enroll())
+        filler = _fill(ledger_fs)
+
+        for v in (a, b):  # accepted: durable in the store, the ledger cannot grow
+            task = clients.wait_task(v)
+            assert clients.run(v.submit(*v.train(task, clients.run(v.download(task))))).accepted
+        assert federation.updates(1) == ["a", "b"]
+        assert federation.ledger_entries("receipt") == []
+        assert [r.status.value for r in federation.rounds()] == ["open"]  # cannot aggregate yet
+        federation.ledger()  # what is there still verifies: failed appends were cut back
+
+        filler.unlink()  # space returns: the driver's retry logs both receipts, then aggregates
+        federation.wait_finished()
+        assert sorted(r["client_id"] for r in federation.ledger_entries("receipt")) == ["a", "b"]
+        report = federation.ledger()
+        assert [sorted(c.client_id for c in r.contributions) for r in report.lineage] == [
+            ["a", "b"]
+        ]
+    finally:
+        federation.stop()
+        subprocess.run(["umount", str(ledger_fs)], check=False)
