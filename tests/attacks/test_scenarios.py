@@ -89,14 +89,16 @@ def test_contrast_without_attestation(scenario_id: str, without: str, tmp_path: 
     assert run.observed.label() == without, run
 
 
-def test_the_pickle_payload_was_never_unpickled(tmp_path: Path) -> None:
-    # The scenario checks for the marker itself; here the check is shown to be able to fail.
-    (scenario,) = attacks.select(["pickle-payload"])
-    marker = attacks._UnpickleMarker(tmp_path / "would-exist")
+def test_the_pickle_payload_is_live_and_was_never_unpickled(tmp_path: Path) -> None:
+    # The payload really creates its marker when unpickled (here, by the test, on purpose),
+    # so the scenario's "no marker" check can fail.
     import pickle
 
-    payload = pickle.dumps(marker, protocol=2)
-    assert b"open" in payload  # unpickling it would call open(path, "w")
+    marker = tmp_path / "created-by-unpickling"
+    handle = pickle.loads(attacks.pickle_creating(marker))  # our own payload, on purpose
+    handle.close()
+    assert marker.exists()
+    (scenario,) = attacks.select(["pickle-payload"])
     run = attacks.run_scenario(scenario, workdir=tmp_path)
     assert (run.observed.accepted, run.observed.reason) == (False, Reason.UPDATE_MALFORMED.value)
     assert not list(tmp_path.rglob("UNPICKLED"))

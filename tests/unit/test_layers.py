@@ -27,7 +27,6 @@ KNOWN_GEN_IMPORTERS: dict[str, frozenset[str]] = {
             f"{GEN}.fedtee.v1",
         }
     ),
-    "fedtee.server.app": frozenset({f"{GEN}.fedtee.v1.federation_pb2_grpc", f"{GEN}.fedtee.v1"}),
     "fedtee.client.grpc_transport": frozenset(
         {
             f"{GEN}.fedtee.v1.federation_pb2",

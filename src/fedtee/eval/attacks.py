@@ -18,16 +18,14 @@ same server built with ``ServerConfig.insecure_no_attestation``: the gate admits
 and the round manager checks no receipt. What is still refused there is refused by checks
 that do not need a TEE (credentials, sizes, shapes, NaN, norm bound, deadlines).
 
-Nothing here unpickles anything: the pickle scenario sends a pickle and then checks that the
-file its unpickling would have created does not exist.
+Nothing here unpickles anything (nor imports pickle): the pickle scenario sends a pickle,
+then checks that the file its unpickling would have created does not exist.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import logging
-import pickle
 import shutil
 import tempfile
 import threading
@@ -58,8 +56,7 @@ from fedtee.server.gate import GateSettings
 from fedtee.server.rounds import RoundSettings
 from fedtee.server.store import RoundStatus
 from fedtee.wire import auth, tls
-from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
-from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
+from fedtee.wire.limits import WireLimits
 
 log = logging.getLogger(__name__)
 
@@ -751,17 +748,16 @@ def _scaled(arrays: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
     return tensors.encode({k: v + np.float32(HONEST_DELTA * 10_000) for k, v in arrays.items()})
 
 
-def _oversized_evidence(arena: Arena, _: Peer | None) -> Observed:
-    peer = arena.peer(ATTACKER)
-    ch = peer.challenge()
-    # One byte over the limit: built below the Evidence type, which refuses it client-side.
-    raw = pb.EnrollRequest(
-        client_id=ATTACKER,
-        nonce=ch.nonce,
-        public_key=peer.public_key,
-        evidence=pb.Evidence(tee="sim", data=b"\x00" * (DEFAULT_LIMITS.max_evidence_bytes + 1)),
-    )
-    return _raw_enroll(arena, raw.SerializeToString())
+def _oversized_chunk(arena: Arena, attacker: Peer | None) -> Observed:
+    peer, task = _own_task(arena, attacker)
+    update = peer.honest_update(task)
+    # An honest header, then one message one byte over the chunk limit (it still fits in
+    # gRPC's message limit, so the server's own bound is what refuses it).
+    big = b"\x00" * (arena.limits.chunk_bytes + 1)
+    try:
+        return _outcome(peer.submit(peer.receipt(task, update), update, chunks=[big]))
+    except FedteeError as exc:
+        return _refusal(exc)
 
 
 def _declared_bomb(arena: Arena, _: Peer | None) -> Observed:
@@ -801,30 +797,37 @@ def _topk_bomb(arena: Arena, attacker: Peer | None) -> Observed:
     return _outcome(peer.submit(signed, update, encoding=codec.Encoding.TOPK.value))
 
 
+def _raw_bytes(data: bytes) -> bytes:
+    return data
+
+
 def _raw_enroll(arena: Arena, payload: bytes) -> Observed:
+    """Send ``payload`` as the request bytes of Enroll; the reason is read from the trailer
+    (the server sets it on every refusal), so no protobuf class is needed on this side."""
     channel = arena.channel()
     try:
         call = channel.unary_unary(
-            SERVICE + "Enroll",
-            request_serializer=lambda b: b,
-            response_deserializer=pb.EnrollResponse.FromString,
+            SERVICE + "Enroll", request_serializer=_raw_bytes, response_deserializer=_raw_bytes
         )
         try:
-            reply = call(payload, timeout=WAIT_S)
+            _reply, done = call.with_call(payload, timeout=WAIT_S)
         except grpc.RpcError as exc:
             return Observed(accepted=False, reason=_trailer_reason(exc))
-        return Observed(accepted=reply.accepted, reason=reply.reason)
+        reason = _trailer_reason(done)
+        return Observed(accepted=not reason, reason=reason)
     finally:
         channel.close()
 
 
-def _trailer_reason(exc: grpc.RpcError) -> str:
-    trailing = getattr(exc, "trailing_metadata", None)
+def _trailer_reason(call: Any) -> str:
+    trailing = getattr(call, "trailing_metadata", None)
     for key, value in (trailing() if callable(trailing) else None) or ():
         if key == auth.REASON_KEY:
             return value.decode() if isinstance(value, bytes) else str(value)
-    code = getattr(exc, "code", None)
-    return f"grpc:{code().name}" if callable(code) else "grpc:unknown"
+    if isinstance(call, grpc.RpcError):
+        code = getattr(call, "code", None)
+        return f"grpc:{code().name}" if callable(code) else "grpc:unknown"
+    return ""
 
 
 def _malformed_protobuf(arena: Arena, _: Peer | None) -> Observed:
@@ -832,20 +835,21 @@ def _malformed_protobuf(arena: Arena, _: Peer | None) -> Observed:
     return _raw_enroll(arena, b"\x0a" + b"\xff" * 11)
 
 
-class _UnpickleMarker:
-    """Pickles to a call of ``open(path, "w")``: unpickling it creates ``path``."""
+def pickle_creating(path: Path) -> bytes:
+    """A protocol-0 pickle whose unpickling calls ``open(path, "w")``, creating ``path``.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (builtins.open, (str(self.path), "w"))
+    Written out opcode by opcode (GLOBAL builtins.open, MARK, two UNICODE strings, TUPLE,
+    REDUCE, STOP), so that fedtee never imports the pickle module."""
+    text = str(path)
+    if any(c in text for c in "\n\\"):
+        raise ValueError("the marker path must not contain newlines or backslashes")
+    return b"cbuiltins\nopen\n(V" + text.encode() + b"\nVw\ntR."
 
 
 def _pickle_payload(arena: Arena, attacker: Peer | None) -> Observed:
     peer, task = _own_task(arena, attacker)
     marker = arena.workdir / "UNPICKLED"
-    payload = pickle.dumps(_UnpickleMarker(marker), protocol=2)
+    payload = pickle_creating(marker)
     out = _outcome(peer.submit(peer.receipt(task, payload), payload))
     time.sleep(0.2)
     if marker.exists():
@@ -890,7 +894,7 @@ def _stalled_before_header(arena: Arena, attacker: Peer | None) -> Observed:
 
     try:
         call = channel.stream_unary(
-            method, request_serializer=lambda b: b, response_deserializer=pb.SubmitResult.FromString
+            method, request_serializer=_raw_bytes, response_deserializer=_raw_bytes
         )
         metadata = auth.client_metadata(
             method=method,
@@ -899,8 +903,8 @@ def _stalled_before_header(arena: Arena, attacker: Peer | None) -> Observed:
             now_ms=int(time.time() * 1000),
         )
         try:
-            reply = call(nothing(), metadata=list(metadata), timeout=WAIT_S)
-            if reply.accepted:
+            _reply, done = call.with_call(nothing(), metadata=list(metadata), timeout=WAIT_S)
+            if not _trailer_reason(done):
                 return Observed(accepted=True)
         except grpc.RpcError:
             pass  # cut off; the server's record says why
@@ -1065,9 +1069,12 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         id="oversized-message",
-        description="an Enroll request whose evidence is one byte over the limit",
+        description="an upload message one byte over the server's chunk limit",
         expected=Reason.MESSAGE_TOO_LARGE,
-        attack=_oversized_evidence,
+        attack=_oversized_chunk,
+        setup=_enrolled_attacker,
+        # Refused by the wire layer mid-stream: the round waits for the attacker's deadline.
+        settings=_STALLS,
     ),
     Scenario(
         id="bomb-declared-size",
