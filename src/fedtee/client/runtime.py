@@ -319,7 +319,7 @@ class ClientRuntime:
         streaming first pass over the header and the tensors' own memory, and
         :meth:`submit` sends from the same memory (the receipt, which must precede the
         data, names the digest before the first byte leaves)."""
-        arrays = tensors.decode(model, copy=False)
+        arrays = tensors.decode(memoryview(model).toreadonly(), copy=False)
         result = self.trainer.fit(arrays, dict(task.config))
         self._emit("trained", round=task.round)
         update: tensors.EncodedArrays
