@@ -12,7 +12,13 @@ from fedtee.errors import Reason
 from fedtee.eval import attacks
 
 # Scenarios that wait out a round deadline or a nonce lifetime, or start a software TPM.
-_SLOW = {"receipt-earlier-round", "stalled-stream", "stalled-before-header", "downgrade-to-sim"}
+_SLOW = {
+    "receipt-earlier-round",
+    "stalled-stream",
+    "stalled-before-header",
+    "oversized-message",
+    "downgrade-to-sim",
+}
 
 
 def _param(s: attacks.Scenario) -> object:
