@@ -108,6 +108,9 @@ def main() -> None:
     ap.add_argument("--clients", default="2,10,30,100", help="comma-separated N")
     ap.add_argument("--params", type=int, default=1_000_000, help="model size (float32)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per run")
+    ap.add_argument(
+        "--note", action="append", default=[], help="a sentence for the doc section (repeatable)"
+    )
     args = ap.parse_args()
     if args.quick:
         clients, params, rounds = [2, 10], 200_000, 2
@@ -140,6 +143,7 @@ def main() -> None:
                 "server's process tree, sampled every 0.1 s. Goal (issue 6): flat in N.",
                 "",
                 render(rows),
+                *(f"\n{note}" for note in args.note),
                 *(
                     f"\n![server peak memory against N]"
                     f"({p.relative_to(_common.DOC.parent).as_posix()})"
