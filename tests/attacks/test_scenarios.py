@@ -17,6 +17,7 @@ _SLOW = {
     "stalled-stream",
     "stalled-before-header",
     "oversized-message",
+    "replayed-evidence",
     "downgrade-to-sim",
 }
 
