@@ -9,8 +9,9 @@ Runs, on this machine (section ``iot`` of docs/benchmarks.md):
    ledger on) with the 100,060-parameter IoT example model: the client's peak resident set
    and address space, the update's bytes as sent, the downloaded model's bytes.
 3. An idle enrolled client (waiting for a round that does not open): its peak resident set.
-4. The same round under a hard address-space limit (``prlimit --as``): completes at 320 MiB,
-   fails at 200 MiB (so the limit binds).
+4. The same round under hard limits: address space (``prlimit --as``): completes at 320 MiB,
+   fails at 200 MiB (so the limit binds); and, when run as root with cgroup v1, resident
+   memory (a memory cgroup): completes at 40 MiB, killed at 32 MiB.
 5. Compression error: the update of one local training step on the IoT model, encoded and
    decoded by fedtee.codec in this process: relative L2 error of the decoded update's delta.
 
@@ -31,11 +32,12 @@ import numpy as np
 
 from fedtee import codec, tensors
 from fedtee.client.examples import iot as example
-from fedtee.eval.iot import run_idle_client, run_iot_round
+from fedtee.eval.iot import memory_cgroups_available, run_idle_client, run_iot_round
 
 GOAL = 40 * 2**20
 LIMIT = 320 << 20
 TOO_SMALL = 200 << 20
+CGROUP_LIMITS = (40 << 20, 32 << 20)  # resident memory (memory cgroup), when root
 TOPK_FRACTION = 0.01  # the config default
 
 IMPORTS = [
@@ -131,6 +133,20 @@ def limited(workdir: Path) -> list[dict[str, Any]]:
                 "peak_address_space": run.peak_address_space,
             }
         )
+    if not memory_cgroups_available():
+        return rows
+    for limit in CGROUP_LIMITS:
+        run = run_iot_round(workdir / f"cgroup-{limit >> 20}", encoding="int8", memory_limit=limit)
+        rows.append(
+            {
+                "part": "cgroup",
+                "memory_limit": limit,
+                "returncode": run.returncode,
+                "accepted": run.accepted,
+                "peak_rss": run.peak_rss,
+                "cgroup_peak": run.cgroup_peak,
+            }
+        )
     return rows
 
 
@@ -144,6 +160,7 @@ def render(rows: list[dict[str, Any]], *, info: dict[str, Any]) -> str:
     idle = [r for r in rows if r["part"] == "idle"]
     limits = [r for r in rows if r["part"] == "limit"]
     errors = [r for r in rows if r["part"] == "error"]
+    cgroups = [r for r in rows if r["part"] == "cgroup"]
     parts = [
         _common.header(info=info),
         "",
@@ -201,6 +218,29 @@ def render(rows: list[dict[str, Any]], *, info: dict[str, Any]) -> str:
                         _mib(r["peak_address_space"]) if r["peak_address_space"] else "-",
                     ]
                     for r in limits
+                ],
+                "rrlrr",
+            ),
+        ]
+    if cgroups:
+        parts += [
+            "",
+            "**Under a memory cgroup** (resident memory: what the client's own pages and the "
+            "page cache it brings in are charged; library pages other processes already keep "
+            "in the page cache are not charged to it, which is why it fits in less than its "
+            "RSS; int8 updates):",
+            "",
+            _common.table(
+                ["memory limit", "exit status", "update accepted", "charged at most", "RSS"],
+                [
+                    [
+                        _mib(r["memory_limit"]),
+                        r["returncode"],
+                        "yes" if r["accepted"] else "no",
+                        _mib(r["cgroup_peak"]),
+                        _mib(r["peak_rss"]) if r["peak_rss"] else "-",
+                    ]
+                    for r in cgroups
                 ],
                 "rrlrr",
             ),

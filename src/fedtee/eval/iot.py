@@ -5,9 +5,10 @@ with the IoT example trainer (:mod:`fedtee.client.examples.iot`, 100,060 paramet
 ``fedtee server start`` and one ``fedtee client start --profile iot`` process on loopback TLS
 gRPC (attestation, receipts and ledger on) for one round. The client runs with
 ``FEDTEE_CLIENT_REPORT`` set, so at exit it writes the top-level modules it loaded and its
-peak resident set (``VmHWM``); optionally it runs under a hard address-space limit
-(``prlimit --as``), which it must complete within. :func:`run_idle_client` measures an
-enrolled client that is only waiting for work.
+peak resident set (``VmHWM``); optionally it runs under a hard limit, which it must complete
+within: address space (``prlimit --as``, no privilege needed) or resident memory (a memory
+cgroup made under this process's own, :func:`memory_cgroup`; needs root and cgroup v1).
+:func:`run_idle_client` measures an enrolled client that is only waiting for work.
 
 Used by ``tests/integration/test_iot_profile.py`` and ``bench/bench_iot.py``.
 """
@@ -21,6 +22,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,7 @@ class IotRun:
     update_bytes: int = 0  # the encoded update as sent (and digested, and signed)
     model_bytes: int = 0  # the global model it downloaded
     accepted: bool = False
+    cgroup_peak: int = 0  # bytes charged to the memory cgroup at most (RSS + page cache)
     wall_s: float = 0.0
     log: str = ""
 
@@ -145,14 +149,74 @@ def client_env(report: Path) -> dict[str, str]:
     return {**os.environ, REPORT_ENV: str(report), "MALLOC_ARENA_MAX": "1"}
 
 
+def _own_memory_cgroup() -> Path | None:
+    """This process's memory cgroup directory (cgroup v1), if it can be written."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, where = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            base = Path("/sys/fs/cgroup/memory") / where.lstrip("/")
+            if (base / "memory.limit_in_bytes").is_file() and os.access(base, os.W_OK):
+                return base
+    return None
+
+
+def memory_cgroups_available() -> bool:
+    return _own_memory_cgroup() is not None
+
+
+@contextmanager
+def memory_cgroup(limit: int) -> Iterator[Path]:
+    """A child memory cgroup of this process's own, holding its members to ``limit`` bytes of
+    memory (resident set plus page cache; swap too where the kernel accounts it). Removed on
+    exit, once the processes put in it have exited."""
+    base = _own_memory_cgroup()
+    if base is None:
+        raise RuntimeError("no writable memory cgroup (needs root and cgroup v1)")
+    child = base / f"fedtee-iot-{os.getpid()}-{limit}"
+    child.mkdir()
+    try:
+        (child / "memory.limit_in_bytes").write_text(str(limit))
+        swap = child / "memory.memsw.limit_in_bytes"
+        if swap.is_file():
+            swap.write_text(str(limit))  # no escaping the limit into swap
+        yield child
+    finally:
+        for _ in range(50):
+            try:
+                child.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)  # the last member is still exiting
+
+
 def run_iot_round(
     workdir: Path,
     *,
     encoding: str = "int8",
     address_space: int | None = None,
+    memory_limit: int | None = None,
     timeout_s: float = 300.0,
 ) -> IotRun:
     """One round with one IoT client whose updates are ``encoding``; see the module doc."""
+    if memory_limit is not None:
+        with memory_cgroup(memory_limit) as group:
+            run = _round(workdir, encoding, address_space, group, timeout_s)
+            run.cgroup_peak = int((group / "memory.max_usage_in_bytes").read_text())
+            return run
+    return _round(workdir, encoding, address_space, None, timeout_s)
+
+
+def _round(
+    workdir: Path,
+    encoding: str,
+    address_space: int | None,
+    group: Path | None,
+    timeout_s: float,
+) -> IotRun:
     server_toml, client_toml, port = _federation(workdir, clients_per_round=1)
     _set_runtime(client_toml, encoding=encoding)
     run = IotRun(encoding=encoding)
@@ -160,8 +224,12 @@ def run_iot_round(
     server = _start_server(workdir, server_toml, port)
     t0 = time.monotonic()
     try:
+        command = client_command(client_toml, address_space=address_space)
+        if group is not None:  # join the cgroup, then become the client
+            join = 'echo $$ > "$0" && exec "$@"'
+            command = ["sh", "-c", join, str(group / "cgroup.procs"), *command]
         done = subprocess.run(
-            client_command(client_toml, address_space=address_space),
+            command,
             cwd=workdir,
             env=client_env(report),
             capture_output=True,
@@ -243,6 +311,8 @@ __all__ = [
     "IotRun",
     "client_command",
     "client_env",
+    "memory_cgroup",
+    "memory_cgroups_available",
     "run_idle_client",
     "run_iot_round",
 ]
