@@ -29,7 +29,7 @@ import logging
 import signal
 import threading
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -276,6 +276,31 @@ def _read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
+def _file_chunks(path: Path, limit: int) -> Callable[[], Iterator[bytes]]:
+    """A model file as a function yielding 1 MiB chunks: the server streams it into its
+    artifact store instead of holding it in memory. Size checked now and while reading."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if size > limit:
+        raise ConfigError(f"{path} is larger than {limit} bytes")
+
+    def chunks() -> Iterator[bytes]:
+        read = 0
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    read += len(chunk)
+                    if read > limit:
+                        raise ConfigError(f"{path} is larger than {limit} bytes")
+                    yield chunk
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+    return chunks
+
+
 def _initial_model(target: str) -> bytes:
     module_name = target.partition(":")[0]
     try:
@@ -435,7 +460,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(
-            _read(cfg.initial_model, MAX_MODEL_FILE_BYTES)
+            _file_chunks(cfg.initial_model, MAX_MODEL_FILE_BYTES)
             if cfg.initial_model is not None
             else _initial_model(cfg.model or "")
         ),

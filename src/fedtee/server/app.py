@@ -36,7 +36,7 @@ from fedtee.ledger.log import LedgerWriter
 from fedtee.server.artifacts import ArtifactStore
 from fedtee.server.credentials import CredentialAuthority
 from fedtee.server.gate import EnrolmentGate, Evaluate, GateSettings
-from fedtee.server.rounds import FaultHook, RoundManager, RoundSettings
+from fedtee.server.rounds import FaultHook, InitialModel, RoundManager, RoundSettings
 from fedtee.server.self_attestation import DEFAULT_MAX_PER_S, ServerAttestation
 from fedtee.server.service import FederationService, add_to_server
 from fedtee.server.store import StateStore
@@ -89,7 +89,9 @@ class ServerConfig:
     state_dir: Path
     policy: Any  # fedtee.attest.policy.Policy
     trust: TrustAnchors
-    initial_model: bytes  # safetensors bytes of round 1's global model
+    # Round 1's global model: safetensors bytes, or a function yielding them in chunks (the
+    # CLI streams a model file this way, so the server never holds it whole).
+    initial_model: InitialModel
     collateral: CollateralSource = field(default_factory=NoCollateral)
     rounds: RoundSettings = field(default_factory=RoundSettings)
     gate: GateSettings = field(default_factory=GateSettings)

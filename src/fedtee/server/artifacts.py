@@ -60,7 +60,7 @@ def _storage_error(action: str, exc: OSError) -> StorageError:
     return StorageError(f"{action} failed: {exc}", reason=Reason.STORAGE_FAILED)
 
 
-RELEASE_EVERY = 64 << 20  # bytes read between drops of a map's resident pages
+RELEASE_EVERY = 16 << 20  # bytes read between drops of a map's resident pages
 _DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
 

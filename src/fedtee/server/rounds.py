@@ -76,6 +76,8 @@ from fedtee.wire.messages import Task, TaskKind
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Round 1's global model: safetensors bytes, or a function yielding them in chunks.
+InitialModel = bytes | Callable[[], Iterable[bytes]]
 
 # Rejections that show a client lying about its update: it is taken out of the federation.
 QUARANTINE_ON = frozenset(
@@ -224,8 +226,10 @@ class RoundManager:
 
     # --- start / resume --------------------------------------------------------------------
 
-    def start(self, *, initial_model: bytes) -> None:
-        """Create or resume the federation. ``initial_model`` is safetensors bytes."""
+    def start(self, *, initial_model: InitialModel) -> None:
+        """Create or resume the federation. ``initial_model`` is safetensors bytes, or a
+        function returning them in chunks (a large model is streamed into the artifact
+        store, never held whole; it is only called when no round has completed)."""
         now_ms = _ms(self._clock())
         with self._lock:
             fed = self._store.create_federation(
@@ -242,9 +246,7 @@ class RoundManager:
             if point.open_round is None:
                 self._next_round = last + 1
                 # No round completed yet (or only failed ones): start from the initial model.
-                self._next_model = (
-                    point.global_model_digest or self._artifacts.put(initial_model).digest
-                )
+                self._next_model = point.global_model_digest or self._put_initial(initial_model)
                 self._finished = fed.status is FederationStatus.FINISHED or last >= (
                     self._settings.rounds
                 )
@@ -266,6 +268,11 @@ class RoundManager:
             if len(point.accepted_in_open_round) >= len(rnd.selected):
                 # Every selected client had delivered when the old process died.
                 self._close(now_ms=now_ms)
+
+    def _put_initial(self, initial_model: InitialModel) -> bytes:
+        if isinstance(initial_model, bytes):
+            return self._artifacts.put(initial_model).digest
+        return self._artifacts.put_chunks(initial_model()).digest
 
     def _recover_aggregated(self, rnd: RoundRecord, *, now_ms: int) -> bool:
         """The old process may have died between logging a round's aggregation and marking
@@ -806,6 +813,7 @@ __all__ = [
     "FAULT_UPDATE_RECORDED",
     "QUARANTINE_ON",
     "FaultHook",
+    "InitialModel",
     "RoundManager",
     "RoundSettings",
     "SubmitResult",
