@@ -106,9 +106,10 @@ def render(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
             "it is made of: a client holds the downloaded model and its trainer's output "
             "(2x); the update is encoded, hashed and sent straight from the output's memory. "
             "The server holds its float64 FedAvg accumulator (2x a float32 model; the new "
-            "global model is built as it is freed) and the initial model it read at start "
-            "(1x); uploads are spooled to disk while hashed, then checked and aggregated "
-            "tensor by tensor from memory maps whose pages are released between tensors, so "
+            "global model is built as it is freed; the initial model file streams into the "
+            "artifact store); uploads are spooled to disk while hashed, then checked and "
+            "aggregated tensor by tensor from memory maps whose pages are released between "
+            "tensors, so "
             "concurrent uploads add no model-sized buffer. A PyTorch client adds its module's "
             "parameters (1x; the adapter shares, never copies, CPU tensors). Throughputs "
             "include the server's work on the same 2 cores.",
