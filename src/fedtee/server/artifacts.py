@@ -9,6 +9,12 @@ removed by :meth:`ArtifactStore.sweep`. The state store records an update only a
 
 Sizes are bounded while writing (a peer cannot fill the disk past the bound); a full disk
 (ENOSPC) raises :class:`StorageError` and leaves no partial file.
+
+Reading never needs a model-sized buffer: :meth:`ArtifactStore.map_arrays` gives a file's
+tensors as views of a read-only memory map that drops its resident pages before each tensor
+is read (:class:`MappedArtifact`, :class:`ReleasingArrays`), so checking or aggregating an
+update holds about one tensor of it in memory; re-hashing and serving chunks release as
+they go.
 """
 
 from __future__ import annotations
