@@ -42,6 +42,7 @@ def _baseline() -> set[str]:
     return set(json.loads(out.stdout))
 
 
+@pytest.mark.slow
 def test_the_iot_client_loads_only_numpy_grpc_protobuf_and_cryptography(tmp_path: Path) -> None:
     run = run_iot_round(tmp_path, encoding="int8")
     assert run.returncode == 0, run.log
@@ -55,6 +56,7 @@ def test_the_iot_client_loads_only_numpy_grpc_protobuf_and_cryptography(tmp_path
     assert run.update_bytes < 0.3 * run.model_bytes
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="prlimit and /proc are Linux")
 def test_the_iot_client_completes_a_round_under_a_hard_memory_limit(tmp_path: Path) -> None:
     starved = run_iot_round(tmp_path / "starved", encoding="int8", address_space=TOO_SMALL)
