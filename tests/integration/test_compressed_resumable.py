@@ -14,7 +14,7 @@ import pytest
 from fedtee import codec, tensors
 from fedtee.client.grpc_transport import GrpcTransport
 from fedtee.client.runtime import ClientRuntime, RuntimeOptions
-from fedtee.client.transport import ServerUnavailable, Session, SubmitOutcome
+from fedtee.client.transport import ModelChunk, ServerUnavailable, Session, SubmitOutcome
 from fedtee.codec import Encoding
 from fedtee.errors import Reason
 from fedtee.ledger.log import verify_ledger
@@ -23,6 +23,7 @@ from fedtee.server.app import FederationServer
 from fedtee.server.store import RoundStatus
 from fedtee.wire.limits import DEFAULT_LIMITS
 
+from . import conftest
 from .conftest import FED, GOOD, Harness
 from .test_runtime_against_server import AddTrainer
 
@@ -253,3 +254,64 @@ def test_the_server_refuses_signed_but_malformed_or_relabelled_encodings(harness
     assert (out.accepted, out.reason) == (False, Reason.UPLOAD_OFFSET_MISMATCH.value)
     out = send(peers[2], tasks[2], int8, encoding="int8")  # from 0 it is accepted
     assert out.accepted, out
+
+
+class CutDownloadTransport(GrpcTransport):
+    """A transport seam: the first model download is cut after one chunk."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requests: list[tuple[int, int]] = []  # (offset asked, bytes received) per stream
+        self.cut = True
+
+    def download_model(
+        self, *, session: Session, round: int, digest: bytes, offset: int
+    ) -> Iterator[ModelChunk]:
+        received = 0
+        stream = super().download_model(session=session, round=round, digest=digest, offset=offset)
+        try:
+            for chunk in stream:
+                received += len(chunk.data)
+                yield chunk
+                if self.cut:
+                    self.cut = False
+                    raise ServerUnavailable("connection cut by the test")
+        finally:
+            stream.close()  # cancels the gRPC call
+            self.requests.append((offset, received))
+
+
+def test_a_cut_download_resumes_from_the_last_byte_received(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = {"w": np.zeros((4, 3), np.float32), "b": np.zeros((3,), np.float32)}
+    big["pad"] = np.zeros(300_000, np.float32)  # 1.2 MB: two chunks of the server's 1 MiB
+    monkeypatch.setattr(conftest, "initial_model", lambda: tensors.encode(big))
+    server = harness.start(rounds=1, clients_per_round=1, min_clients=1)
+    assert harness.ca is not None
+    options: list[tuple[str, Any]] = list(DEFAULT_LIMITS.grpc_options())
+    options.append(("grpc.ssl_target_name_override", "localhost"))
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{server.port}",
+        grpc.ssl_channel_credentials(root_certificates=harness.ca.cert_pem),
+        options=options,
+    )
+    transport = CutDownloadTransport(channel)
+    try:
+        runtime = ClientRuntime(
+            client_id="dl",
+            transport=transport,
+            attester=harness.att.attester(measurement=GOOD, platform=b""),
+            trainer=AddTrainer(0.5, 10),
+            measurement=GOOD,
+            options=RuntimeOptions(max_wait_s=0.1, max_rounds=1),
+            sleep=lambda _s: None,
+        )
+        summary = runtime.run()
+    finally:
+        transport.close()
+    assert summary.accepted == 1, summary
+    size = len(tensors.encode(big))
+    (first_offset, first), (resume_offset, rest) = transport.requests
+    assert first_offset == 0 and 0 < first < size
+    assert resume_offset == first and first + rest == size  # nothing fetched twice
