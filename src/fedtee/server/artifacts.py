@@ -280,16 +280,38 @@ class ArtifactStore:
 
     def iter_chunks(self, digest_: bytes, *, chunk_size: int, offset: int = 0) -> Iterable[bytes]:
         """Chunks of the artifact from ``offset`` (for resumable downloads); the pages already
-        sent are released as it goes, so serving a model never holds all of it resident."""
-        mapped = self.map(digest_)
+        sent are released as it goes, so serving a model never holds all of it resident.
+
+        The file is hashed as it is sent (the bytes before ``offset`` too, unsent) in one
+        pass, and the last chunk is held back until the whole file has matched its digest:
+        a corrupted file is never served in full (StorageError instead of the last chunk).
+        """
+        mapped = self.map(digest_, verify=False)
         try:
+            hashed = StreamingDigest()
+            with memoryview(mapped.mmap) as view:
+                for start in range(0, min(offset, mapped.size), RELEASE_EVERY):
+                    hashed.update(view[start : min(start + RELEASE_EVERY, offset)])
+                    mapped.release()
+            held: bytes | None = None
             since_release = 0
             for start in range(offset, mapped.size, chunk_size):
-                yield bytes(mapped.mmap[start : start + chunk_size])
+                chunk = bytes(mapped.mmap[start : start + chunk_size])
+                hashed.update(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
                 since_release += chunk_size
                 if since_release >= RELEASE_EVERY:
                     mapped.release()
                     since_release = 0
+            if not hmac.compare_digest(hashed.digest(), digest_):
+                raise StorageError(
+                    f"artifact {digest_.hex()} does not match its digest",
+                    reason=Reason.STORAGE_CORRUPT,
+                )
+            if held is not None:
+                yield held
         finally:
             mapped.mmap.close()
 

@@ -126,3 +126,25 @@ def test_mapped_read_is_zero_copy_view(tmp_path: Path) -> None:
         assert digest(mapped) == art.digest
     finally:
         mapped.close()
+
+
+def test_chunks_are_verified_while_served_and_a_corrupt_file_never_served_whole(
+    tmp_path: Path,
+) -> None:
+    store = ArtifactStore(tmp_path)
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    art = store.put(data)
+    for offset in (0, 1, 999, len(data) - 1, len(data)):
+        assert b"".join(store.iter_chunks(art.digest, chunk_size=1000, offset=offset)) == (
+            data[offset:]
+        )
+    raw = bytearray(data)
+    raw[5000] ^= 1  # in the middle: chunks before it look fine
+    art.path.write_bytes(bytes(raw))
+    for offset in (0, 4000, 9500):
+        sent = []
+        with pytest.raises(StorageError) as err:
+            for chunk in store.iter_chunks(art.digest, chunk_size=1000, offset=offset):
+                sent.append(chunk)
+        assert err.value.reason is Reason.STORAGE_CORRUPT
+        assert len(b"".join(sent)) < len(data) - offset  # the last chunk was held back
