@@ -34,7 +34,7 @@ from typing import Any
 from fedtee.attest.attesters import attester_for
 from fedtee.attest.attesters.measure import measure_code
 from fedtee.attest.binding import SERVER_DOMAIN_TAG, report_data
-from fedtee.attest.model import Attester, TeeType
+from fedtee.attest.model import Attester, Evidence, TeeType
 from fedtee.errors import ConfigError, DeviceError, FedteeError, ProtocolError, Reason
 from fedtee.wire.messages import ServerEvidence, ServerEvidenceRequest
 
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PER_S = 10.0
 DEFAULT_BUSY_TIMEOUT_S = 5.0
+ACTIVATED_AUX = "activated_secret"  # TPM evidence aux: the answer to a client's credential
 SERVER_MEASUREMENT_CONFIG = b"fedtee server\n"
 
 
@@ -162,6 +163,11 @@ class ServerAttestation:
                     )
                 activate(request.aux)
             evidence = self.attester.attest(bound)
+            if not request.aux and ACTIVATED_AUX in evidence.aux:
+                # A TPM attester keeps the last activated secret: it answers only the client
+                # that made it, so no other client's evidence carries it.
+                aux = {k: v for k, v in evidence.aux.items() if k != ACTIVATED_AUX}
+                evidence = Evidence(evidence.tee, evidence.data, aux)
         except FedteeError:
             raise
         except Exception as exc:  # a device library's own exception: never leak it raw

@@ -56,6 +56,12 @@ class RecordingWithChallenge(Recording):
         self.activated.append(dict(to_client))
         return b"secret"
 
+    def attest(self, report_data: bytes) -> Evidence:
+        self.seen.append(report_data)
+        return Evidence(
+            TeeType.SIM, b"x", {"activated_secret": b"secret"} if self.activated else {}
+        )
+
 
 def test_real_sim_evidence_binds_nonce_and_tls_key_in_the_server_domain() -> None:
     root = SimRoot.generate()
@@ -114,8 +120,13 @@ def test_challenge_answer_goes_to_activate_and_the_request_is_returned() -> None
     server = ServerAttestation(attester=attester, tls_public_key=TLS_KEY)
     first = server.evidence(ServerEvidenceRequest(nonce=NONCE))
     assert first.challenge_request == {"ak_public": b"ak"} and attester.activated == []
-    server.evidence(ServerEvidenceRequest(nonce=NONCE, aux={"credential_blob": b"c"}))
+    second = server.evidence(ServerEvidenceRequest(nonce=NONCE, aux={"credential_blob": b"c"}))
     assert attester.activated == [{"credential_blob": b"c"}]
+    assert second.evidence.aux["activated_secret"] == b"secret"
+    # Another client's first request never sees that answer.
+    assert (
+        "activated_secret" not in server.evidence(ServerEvidenceRequest(nonce=NONCE)).evidence.aux
+    )
 
 
 def test_challenge_answer_to_an_attester_without_one_is_malformed() -> None:
