@@ -482,6 +482,13 @@ def _run_federation(
         console.print(f"[red]honest clients were rejected: {honest_rejected}[/]")
     mutual = SERVER_TPM in tpms
     server_checks = _server_checks(logs, client_ids(opts)) if mutual else {}
+    if any("measurement_not_allowed" in v for v in server_checks.values()):
+        console.print(
+            f"[red]clients refused the server: its PCR 23 is not the one in {SERVER_POLICY}.[/] "
+            "The server's measurement covers every .py file of the installed fedtee package "
+            "(fedtee server measure); a file changed between writing the policy and the "
+            "server's start."
+        )
     _enrolment_table(state, opts, console, server_checks)
     ledger_ok = _verify_ledger(workdir, console)
     honest = client_ids(opts)[: opts.clients]
