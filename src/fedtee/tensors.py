@@ -465,6 +465,24 @@ class ModelSpec:
         return sum(math.prod(t.shape) for t in self.tensors.values())
 
 
+FINITE_BLOCK = 1 << 16  # elements checked at a time by all_finite
+
+
+def all_finite(array: NDArray[Any], *, scratch: NDArray[np.bool_] | None = None) -> bool:
+    """True if every element is finite (always for integer arrays), checked block by block
+    so no temporary of the array's size is made; ``scratch`` (FINITE_BLOCK booleans) may be
+    passed in to reuse one."""
+    if array.dtype.kind != "f":
+        return True
+    flat = array.reshape(-1)
+    mask = np.empty(FINITE_BLOCK, dtype=np.bool_) if scratch is None else scratch
+    for start in range(0, flat.size, FINITE_BLOCK):
+        block = flat[start : start + FINITE_BLOCK]
+        if not bool(np.isfinite(block, out=mask[: block.size]).all()):
+            return False
+    return True
+
+
 def check_update(
     update: Mapping[str, NDArray[Any]],
     *,
@@ -490,7 +508,7 @@ def check_update(
             reason=Reason.UPDATE_SHAPE_MISMATCH,
         )
     for name, array in update.items():
-        if array.dtype.kind == "f" and not bool(np.isfinite(array).all()):
+        if not all_finite(array):
             raise UpdateRejected(
                 f"tensor {name!r} holds NaN or infinite values", reason=Reason.UPDATE_NONFINITE
             )
@@ -519,6 +537,7 @@ __all__ = [
     "StreamingDigest",
     "TensorInfo",
     "TensorSpec",
+    "all_finite",
     "check_update",
     "decode",
     "decode_metadata",

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedtee import tensors
 from fedtee.errors import Reason, UpdateRejected
 from fedtee.tensors import (
     Limits,
@@ -341,3 +342,18 @@ def test_encode_without_safetensors_installed(monkeypatch: pytest.MonkeyPatch) -
     back = decode(data)
     for name, arr in model.items():
         np.testing.assert_array_equal(back[name], arr)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_all_finite_checks_every_block_without_a_full_size_temporary(dtype: type) -> None:
+    n = tensors.FINITE_BLOCK * 2 + 17
+    array = np.linspace(-3, 3, n).astype(dtype).reshape(-1, 1)
+    assert tensors.all_finite(array)
+    for where in (0, tensors.FINITE_BLOCK - 1, tensors.FINITE_BLOCK, n - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = array.copy()
+            broken.reshape(-1)[where] = bad
+            assert not tensors.all_finite(broken)
+            assert not tensors.all_finite(broken, scratch=np.empty(tensors.FINITE_BLOCK, bool))
+    assert tensors.all_finite(np.array([np.iinfo(np.int64).max], dtype=np.int64))
+    assert tensors.all_finite(np.zeros(0, dtype=np.float32))

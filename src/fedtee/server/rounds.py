@@ -141,6 +141,9 @@ class RoundSettings:
     retry_after_ms: int = 500
     min_retry_after_ms: int = 20
     polls_per_s: int = 200
+    # Updates checked (shape, finiteness, norm) at once, whatever the number of uploads: each
+    # check maps a stored update's tensors, so this bounds the server's memory in N.
+    max_concurrent_checks: int = 2
     max_update_norm: float | None = None
     config: Mapping[str, str] = field(default_factory=dict)
 
@@ -153,6 +156,8 @@ class RoundSettings:
             raise ValueError("round_timeout_ms must be positive")
         if not 1 <= self.min_retry_after_ms <= self.retry_after_ms or self.polls_per_s < 1:
             raise ValueError("need 1 <= min_retry_after_ms <= retry_after_ms, polls_per_s >= 1")
+        if self.max_concurrent_checks < 1:
+            raise ValueError("max_concurrent_checks must be at least 1")
 
     def wait_ms(self, waiting_clients: int) -> int:
         """retry_after for a WAIT when about ``waiting_clients`` clients are polling."""
@@ -201,6 +206,7 @@ class RoundManager:
         if not check_receipts:
             log.warning("INSECURE: receipts are NOT checked (evaluation only)")
         self._lock = threading.RLock()
+        self._checks = threading.BoundedSemaphore(settings.max_concurrent_checks)
         self._open: RoundRecord | None = None
         self._deadline_ms = 0
         self._spec: ModelSpec | None = None
@@ -423,13 +429,15 @@ class RoundManager:
                 client.id, receipt_hash(signed), receipt, size=size, offset=offset, chunks=chunks
             )
             # Hashed while it streamed in: no second pass over the file.
-            arrays = self._open_update(artifact.digest, encoding, verify=False)
-            tensors.check_update(
-                arrays,
-                spec=self._spec,
-                global_arrays=self._global,
-                max_norm=self._settings.max_update_norm,
-            )
+            with self._checks:
+                arrays = self._open_update(artifact.digest, encoding, verify=False)
+                tensors.check_update(
+                    arrays,
+                    spec=self._spec,
+                    global_arrays=self._global,
+                    max_norm=self._settings.max_update_norm,
+                )
+                del arrays  # the map's pages go before the next check starts
             return self._record(client, signed, receipt, rnd, artifact.path)
         except _AlreadyAccepted:
             assert receipt is not None

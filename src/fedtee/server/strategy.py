@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedtee.errors import Reason, UpdateRejected
-from fedtee.tensors import Arrays, ModelSpec, check_update
+from fedtee.tensors import FINITE_BLOCK, Arrays, ModelSpec, all_finite, check_update
 
 
 @runtime_checkable
@@ -59,18 +59,6 @@ def _blocks(size: int) -> range:
     return range(0, size, BLOCK)
 
 
-def _finite(flat: NDArray[Any], mask: NDArray[np.bool_]) -> bool:
-    """All elements finite, checked block by block into ``mask`` (a BLOCK-sized scratch), so
-    no temporary of the tensor's size is made."""
-    if flat.dtype.kind != "f":
-        return True
-    for i in _blocks(flat.size):
-        block = flat[i : i + BLOCK]
-        if not bool(np.isfinite(block, out=mask[: block.size]).all()):
-            return False
-    return True
-
-
 class FedAvg:
     """Weighted federated averaging (McMahan et al. 2017), streaming.
 
@@ -101,7 +89,7 @@ class FedAvg:
         self._spec: ModelSpec | None = None
         self._acc: dict[str, NDArray[Any]] = {}
         self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}
-        self._mask: NDArray[np.bool_] = np.empty(BLOCK, dtype=np.bool_)
+        self._mask: NDArray[np.bool_] = np.empty(FINITE_BLOCK, dtype=np.bool_)
         self._total = 0
         self._count = 0
 
@@ -149,7 +137,7 @@ class FedAvg:
         if found.tensors != self._spec.tensors:
             check_update(update, spec=self._spec)  # raises with the precise mismatch
         for name in self._acc:
-            if not _finite(np.asarray(update[name]).reshape(-1), self._mask):
+            if not all_finite(np.asarray(update[name]), scratch=self._mask):
                 raise UpdateRejected(
                     f"tensor {name!r} holds NaN or infinite values",
                     reason=Reason.UPDATE_NONFINITE,

@@ -29,3 +29,10 @@ def test_wait_bounds_are_validated() -> None:
         RoundSettings(polls_per_s=0)
     fixed = RoundSettings(retry_after_ms=100, min_retry_after_ms=100)
     assert {fixed.wait_ms(n) for n in (1, 5, 1000)} == {100}
+
+
+def test_concurrent_update_checks_are_bounded_and_validated() -> None:
+    assert RoundSettings().max_concurrent_checks == 2
+    assert RoundSettings(max_concurrent_checks=1).max_concurrent_checks == 1
+    with pytest.raises(ValueError):
+        RoundSettings(max_concurrent_checks=0)
