@@ -48,6 +48,11 @@ def _configure(path: Path, values: dict[str, Any]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _add_to_rounds(path: Path, line: str) -> None:
+    text = path.read_text()
+    path.write_text(text.replace("[rounds]\n", f"[rounds]\n{line}\n", 1))
+
+
 def run_one(
     workdir: Path,
     *,
@@ -56,6 +61,7 @@ def run_one(
     channels: int,
     timeout_s: float = 1800,
     max_enrolling: int = 0,
+    retry_after_s: float = 0.5,
 ) -> dict[str, Any]:
     """One federation of ``clients`` virtual clients for ``rounds`` rounds; one result row."""
     port = _free_port()
@@ -75,6 +81,7 @@ def run_one(
         workdir / "server.toml",
         {"round_timeout_s": float(timeout_s), "start_wait_s": float(timeout_s)},
     )
+    _add_to_rounds(workdir / "server.toml", f"retry_after_s = {retry_after_s}")
     target = LoadTarget(
         address=f"127.0.0.1:{port}",
         ca_pem=(workdir / "ca.pem").read_bytes(),
@@ -127,6 +134,7 @@ def run_one(
         "rounds": rounds,
         "channels": channels or clients,
         "max_enrolling": max_enrolling or clients,
+        "retry_after_s": retry_after_s,
         "enrolled": report.enrolled,
         "accepted_updates": report.accepted_updates,
         "rejected_updates": report.rejected_updates,

@@ -5,7 +5,7 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
     [server]         address, tls_cert, tls_key, state_dir
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
-                     max_update_norm (optional)
+                     max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
     [attestation]    policy, sim_root (optional), collateral_dir (optional), pcs_url /
                      kds_url / collateral_cache_dir (optional collateral fetchers),
@@ -53,6 +53,7 @@ _SCHEMA: dict[str, set[str]] = {
         "round_timeout_s",
         "start_wait_s",
         "max_update_norm",
+        "retry_after_s",
         "config",
     },
     "attestation": {
@@ -108,6 +109,7 @@ class ServerFileConfig:
     round_timeout_s: float
     start_wait_s: float
     max_update_norm: float | None
+    retry_after_s: float
     address: str
     tls_cert: Path
     tls_key: Path
@@ -195,6 +197,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         min_clients=_typed("rounds", rnd, "min_clients", int, 1),
         round_timeout_s=_typed("rounds", rnd, "round_timeout_s", float, 60.0),
         start_wait_s=_typed("rounds", rnd, "start_wait_s", float, 10.0),
+        retry_after_s=_typed("rounds", rnd, "retry_after_s", float, 0.5),
         max_update_norm=None
         if norm is None
         else _typed("rounds", rnd, "max_update_norm", float, 0),
@@ -222,6 +225,8 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError("need rounds >= 1 and 1 <= min_clients <= clients_per_round")
     if min(cfg.round_timeout_s, cfg.nonce_ttl_s, cfg.credential_ttl_s, cfg.start_wait_s) <= 0:
         raise ConfigError("timeouts and TTLs must be positive")
+    if not 0.02 <= cfg.retry_after_s <= 3600:
+        raise ConfigError("[rounds] retry_after_s must be within 0.02..3600")
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
     return cfg
@@ -470,6 +475,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
             min_clients=cfg.min_clients,
             round_timeout_ms=int(cfg.round_timeout_s * 1000),
             start_wait_ms=int(cfg.start_wait_s * 1000),
+            retry_after_ms=int(cfg.retry_after_s * 1000),
             max_update_norm=cfg.max_update_norm,
             config=dict(cfg.train_config),
         ),
