@@ -88,3 +88,12 @@ def test_doc_section_is_replaced_between_its_markers() -> None:
     assert "1 of 1 attacks refused" in new
     with pytest.raises(ValueError):
         eval_attacks.replace_section("no markers", body)
+
+
+def test_the_quiet_run_leaves_the_fedtee_log_level_as_it_found_it() -> None:
+    import logging
+
+    logger = logging.getLogger("fedtee")
+    before = logger.level
+    assert main(["eval", "attacks", "--only", "no-such-attack"]) == 2
+    assert logger.level == before

@@ -107,10 +107,20 @@ def replace_section(text: str, body: str) -> str:
 
 
 def _attacks(args: argparse.Namespace) -> int:
+    # The servers log every refusal as a warning: quiet unless asked, and only for this run.
+    logger = logging.getLogger("fedtee")
+    level = logger.level
+    if not args.verbose:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        return _run_attacks(args)
+    finally:
+        logger.setLevel(level)
+
+
+def _run_attacks(args: argparse.Namespace) -> int:
     from fedtee.eval import attacks
 
-    if not args.verbose:
-        logging.getLogger("fedtee").setLevel(logging.CRITICAL)
     only = [x for part in args.only for x in part.split(",") if x]
     try:
         chosen = attacks.select(only)
