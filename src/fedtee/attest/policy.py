@@ -17,6 +17,11 @@ A policy is a versioned TOML file. A TEE type is accepted only if it has a table
     [tee.sgx.min_svn]                        # name -> minimum security version
     isv_svn = 1
 
+    [tee.tpm]
+    on_reset = "reject"                      # "reject" (default) or "reenrol": what the
+                                             # server does when a client's TPM was reset or
+                                             # restarted since its last enrolment
+
     [tee.sim]
     allow_simulated = true                   # the simulated TEE needs this, loudly
 
@@ -76,8 +81,10 @@ _TEE_KEYS = frozenset(
         "max_evidence_age_s",
         "reference",
         "min_svn",
+        "on_reset",
     }
 )
+ON_RESET_VALUES = ("reject", "reenrol")
 _NEVER_ACCEPTED = frozenset({TcbStatus.UNSUPPORTED, TcbStatus.REVOKED})
 
 
@@ -91,6 +98,9 @@ class TeePolicy:
     max_evidence_age: dt.timedelta | None = None
     reference: Mapping[str, frozenset[bytes]] = field(default_factory=dict)
     min_svn: Mapping[str, int] = field(default_factory=dict)
+    # TPM only: a relying party that remembers a client's last quote (the enrolment gate)
+    # refuses one from a later power cycle ("reject") or admits it and notes it ("reenrol").
+    on_reset: str = "reject"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +200,11 @@ def _tee_policy(tee: TeeType, body: Mapping[str, Any]) -> TeePolicy:
         raise PolicyError(f"{where} allow_simulated must be true or false")
     if allow_sim and tee is not TeeType.SIM:
         raise PolicyError(f"{where} allow_simulated only applies to [tee.sim]")
+    on_reset = body.get("on_reset", "reject")
+    if "on_reset" in body and tee is not TeeType.TPM:
+        raise PolicyError(f"{where} on_reset only applies to [tee.tpm]")
+    if on_reset not in ON_RESET_VALUES:
+        raise PolicyError(f'{where} on_reset must be "reject" or "reenrol"; got {on_reset!r}')
     debug = body.get("debug", "forbid")
     if debug not in ("forbid", "allow"):
         raise PolicyError(f'{where} debug must be "forbid" or "allow"; got {debug!r}')
@@ -244,6 +259,7 @@ def _tee_policy(tee: TeeType, body: Mapping[str, Any]) -> TeePolicy:
         max_evidence_age=age,
         reference=reference,
         min_svn=min_svn,
+        on_reset=on_reset,
     )
 
 
@@ -497,6 +513,7 @@ def evaluate(
 
 
 __all__ = [
+    "ON_RESET_VALUES",
     "POLICY_VERSION",
     "AttestationResult",
     "Evaluation",

@@ -10,9 +10,16 @@ Steps of :meth:`EnrolmentGate.enroll`, each failing with its own stable reason:
    appraise it against the policy (MEASUREMENT_NOT_ALLOWED, DEBUG_ENABLED, ...).
 4. The TEE's challenge extension, if it has one (TPM: the credential-activation answer).
 5. The identity key is ECDSA P-256 (KEY_NOT_BOUND).
-6. The platform is not enrolled under another client id (PLATFORM_ALREADY_ENROLLED).
-7. Record the enrolment (store, then ledger with the attestation result) and issue a
-   short-lived credential bound to the key.
+6. TPM only: the quote comes from the same TPM power cycle as the client's last accepted
+   one on this platform (``verify.tpm.check_counters``: resetCount and restartCount
+   unchanged, clock not gone back), else TPM_RESET: the platform rebooted or its TPM was
+   reset, so the code PCR may since have been extended by anything. The policy's
+   ``[tee.tpm] on_reset = "reenrol"`` admits such a quote instead, and an operator can let
+   one client back (``fedtee server forget-client``); either way the enrolment's
+   attestation result in the ledger carries a warning saying so.
+7. The platform is not enrolled under another client id (PLATFORM_ALREADY_ENROLLED).
+8. Record the enrolment (store, with the TPM counters; then ledger with the attestation
+   result) and issue a short-lived credential bound to the key.
 
 Any rejection is recorded in the store and the ledger; an already enrolled client whose new
 evidence verifies but is contraindicated (debug, unlisted code) is quarantined. Evidence that
@@ -21,12 +28,13 @@ names (else anyone could lock an honest client out by sending garbage under its 
 here raises for bad evidence: the caller gets an :class:`~fedtee.wire.messages.Enrolment`
 with ``accepted=False``.
 
-``insecure_accept_any`` exists for ``fedtee eval attacks`` only: it skips steps 2 to 6 and
+``insecure_accept_any`` exists for ``fedtee eval attacks`` only: it skips steps 2 to 7 and
 admits any evidence, to show what attestation stops. It is never read from a config file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -39,7 +47,7 @@ from typing import Any, Protocol
 
 from fedtee import identity
 from fedtee.attest.challenge import extension_for
-from fedtee.attest.model import CollateralSource, Evidence, TrustAnchors
+from fedtee.attest.model import CollateralSource, Evidence, TeeType, TrustAnchors, VerifiedEvidence
 from fedtee.errors import (
     AttestationError,
     FedteeError,
@@ -49,7 +57,7 @@ from fedtee.errors import (
 )
 from fedtee.ledger.log import LedgerWriter
 from fedtee.server.credentials import CredentialAuthority
-from fedtee.server.store import StateStore
+from fedtee.server.store import StateStore, TpmCounters
 from fedtee.wire.messages import Challenge, ChallengeRequest, EnrollRequest, Enrolment
 
 log = logging.getLogger(__name__)
@@ -240,6 +248,12 @@ class EnrolmentGate:
                 )
             identity.load_public_key(req.public_key)
             verified = evaluation.verified
+            counters: TpmCounters | None = None
+            if verified.tee is TeeType.TPM:
+                counters, note = self._check_tpm_counters(req.client_id, verified)
+                if note:
+                    result = dataclasses.replace(result, warnings=(*result.warnings, note))
+                    result_json = _result_json(result)
             self._store.enroll_client(
                 federation_id=self.federation_id,
                 client_id=req.client_id,
@@ -250,6 +264,7 @@ class EnrolmentGate:
                 hardware_backed=verified.hardware_backed,
                 credential_expires_ms=now_ms + self._settings.credential_ttl_ms,
                 now_ms=now_ms,
+                tpm_counters=counters,
             )
             self._ledger.enrolment(
                 client_id=req.client_id,
@@ -291,6 +306,59 @@ class EnrolmentGate:
             if exc.reason in (Reason.STORAGE_FAILED, Reason.STORAGE_CORRUPT, Reason.INTERNAL):
                 raise
             return self._reject(req, exc, now_ms=now_ms, result_json=result_json, quarantine=False)
+
+    def _check_tpm_counters(
+        self, client_id: str, verified: VerifiedEvidence
+    ) -> tuple[TpmCounters, str]:
+        """Step 6: the counters to store, and a warning for the result ("" when none).
+
+        Counters are compared only with those of the same platform (EK): a client id that
+        moved to another TPM starts afresh there (step 7 still stops two ids on one TPM).
+        """
+        from fedtee.attest.verify.tpm import check_counters
+
+        claims = verified.claims
+        try:
+            current = TpmCounters(
+                platform_id=verified.platform_id,
+                ak_name=bytes.fromhex(str(claims.get("ak_name", ""))),
+                reset_count=int(claims["reset_count"]),
+                restart_count=int(claims["restart_count"]),
+                clock=int(claims["clock"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VerificationError(
+                f"TPM claims lack counters: {exc}", reason=Reason.TPM_RESET
+            ) from exc
+        previous = self._store.tpm_counters(client_id)
+        if previous is None or previous.platform_id != verified.platform_id:
+            return current, ""
+        if previous.cleared_ms is not None:
+            return current, (
+                f"tpm_counters_cleared: an operator cleared this client's TPM counters at "
+                f"{previous.cleared_ms} (fedtee server forget-client); counters were "
+                f"{previous.as_claims()}, now {current.as_claims()}"
+            )
+        try:
+            check_counters(previous.as_claims(), claims)
+        except VerificationError as exc:
+            if self._on_reset() == "reenrol":
+                return current, (
+                    f'tpm_reset: {exc.message}; re-enrolled under on_reset = "reenrol"'
+                )
+            raise VerificationError(
+                f"{exc.message} since this client's enrolment at {previous.recorded_ms}: the "
+                "platform rebooted or its TPM was reset since it attested, so its code PCR "
+                "may have been re-extended by anything. To let it back, an operator runs "
+                "`fedtee server forget-client`, or the policy sets [tee.tpm] "
+                'on_reset = "reenrol"',
+                reason=Reason.TPM_RESET,
+            ) from exc
+        return current, ""
+
+    def _on_reset(self) -> str:
+        tees = getattr(self._policy, "tees", {})
+        return str(getattr(tees.get(TeeType.TPM), "on_reset", "reject"))
 
     def _admit_unverified(self, req: EnrollRequest, *, now_ms: int) -> Enrolment:
         """INSECURE (evaluation only): enrol without looking at nonce or evidence."""

@@ -19,6 +19,11 @@ Rules kept by the schema itself rather than by callers:
 - one update per (federation, round, client), and one row per signed receipt (its hash is
   unique), so a resubmission is idempotent and a receipt replayed in another round is caught.
 
+Schema changes are additive: a new table is created on open (``create_all`` adds missing
+tables and leaves existing ones alone), so a state directory written by an older fedtee still
+opens. ``tpm_counters`` was added that way: one row per TPM client, the counters of its last
+accepted quote, which the enrolment gate compares with the next one.
+
 Times are integer Unix milliseconds passed in by the caller; the store never reads a clock.
 """
 
@@ -138,6 +143,19 @@ class _Nonce(_Base):
     context: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
 
 
+class _TpmCounters(_Base):
+    __tablename__ = "tpm_counters"
+    client_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    federation_id: Mapped[str] = mapped_column(String(256))
+    platform_id: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    ak_name: Mapped[bytes] = mapped_column(LargeBinary)
+    reset_count: Mapped[int] = mapped_column(BigInteger)
+    restart_count: Mapped[int] = mapped_column(BigInteger)
+    clock: Mapped[int] = mapped_column(BigInteger)
+    recorded_ms: Mapped[int] = mapped_column(BigInteger)
+    cleared_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 class _Round(_Base):
     __tablename__ = "rounds"
     federation_id: Mapped[str] = mapped_column(ForeignKey("federations.id"), primary_key=True)
@@ -207,6 +225,31 @@ class ClientRecord:
     quarantined: bool
     quarantine_reason: Reason | None
     quarantine_message: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TpmCounters:
+    """resetCount, restartCount and clock of a client's last accepted TPM quote.
+
+    ``cleared_ms`` is set when an operator cleared them (``fedtee server forget-client``):
+    the next enrolment is then not compared with them.
+    """
+
+    platform_id: bytes | None
+    ak_name: bytes
+    reset_count: int
+    restart_count: int
+    clock: int
+    recorded_ms: int = 0
+    cleared_ms: int | None = None
+
+    def as_claims(self) -> dict[str, int]:
+        """In the shape of ``VerifiedEvidence.claims``, for ``verify.tpm.check_counters``."""
+        return {
+            "reset_count": self.reset_count,
+            "restart_count": self.restart_count,
+            "clock": self.clock,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -528,8 +571,12 @@ class StateStore:
         hardware_backed: bool,
         credential_expires_ms: int,
         now_ms: int,
+        tpm_counters: TpmCounters | None = None,
     ) -> ClientRecord:
         """Enrol, or re-enrol after expiry (new key, new credential).
+
+        ``tpm_counters`` (TPM clients) replace the stored ones in the same transaction, so an
+        enrolment and the counters it was admitted with are recorded together.
 
         Raises CLIENT_QUARANTINED for a quarantined client and PLATFORM_ALREADY_ENROLLED
         when another active client holds the same platform id.
@@ -569,6 +616,18 @@ class StateStore:
             row.enrolled_ms = now_ms
             row.active = True
             row.quarantined = False
+            if tpm_counters is not None:
+                counters = s.get(_TpmCounters, client_id)
+                if counters is None:
+                    counters = _TpmCounters(client_id=client_id, federation_id=federation_id)
+                    s.add(counters)
+                counters.platform_id = tpm_counters.platform_id
+                counters.ak_name = tpm_counters.ak_name
+                counters.reset_count = tpm_counters.reset_count
+                counters.restart_count = tpm_counters.restart_count
+                counters.clock = tpm_counters.clock
+                counters.recorded_ms = now_ms
+                counters.cleared_ms = None
             try:
                 s.flush()
             except IntegrityError as exc:  # a concurrent enrolment won the race
@@ -576,6 +635,35 @@ class StateStore:
                     "platform is already enrolled", reason=Reason.PLATFORM_ALREADY_ENROLLED
                 ) from exc
             return _client(row)
+
+    def tpm_counters(self, client_id: str) -> TpmCounters | None:
+        """The counters of the client's last accepted TPM quote, if it ever enrolled on one."""
+        with self._tx() as s:
+            row = s.get(_TpmCounters, client_id)
+            if row is None:
+                return None
+            return TpmCounters(
+                platform_id=row.platform_id,
+                ak_name=row.ak_name,
+                reset_count=row.reset_count,
+                restart_count=row.restart_count,
+                clock=row.clock,
+                recorded_ms=row.recorded_ms,
+                cleared_ms=row.cleared_ms,
+            )
+
+    def clear_tpm_counters(self, client_id: str, *, now_ms: int) -> bool:
+        """Mark the client's stored counters cleared (an operator let a rebooted TPM back).
+
+        The row stays, so the next enrolment knows it was let in by an operator and says so
+        in the ledger. Returns False when the client has no stored counters.
+        """
+        with self._tx() as s:
+            row = s.get(_TpmCounters, client_id)
+            if row is None:
+                return False
+            row.cleared_ms = now_ms
+            return True
 
     def get_client(self, client_id: str) -> ClientRecord | None:
         with self._tx() as s:
@@ -885,5 +973,6 @@ __all__ = [
     "RoundRecord",
     "RoundStatus",
     "StateStore",
+    "TpmCounters",
     "UpdateRecord",
 ]

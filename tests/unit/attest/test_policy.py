@@ -142,12 +142,25 @@ def test_sim_needs_explicit_allow() -> None:
         ("version = 1\n[tee.sgx.min_svn]\nisv_svn = -1\n", Reason.POLICY_INVALID),
         ('version = 1\n[tee.sgx]\nwarn_tcb = ["Sometimes"]\n', Reason.POLICY_INVALID),
         ("version = 1\ntee = 3\n", Reason.POLICY_INVALID),
+        ('version = 1\n[tee.tpm]\non_reset = "ignore"\n', Reason.POLICY_INVALID),
+        ("version = 1\n[tee.tpm]\non_reset = true\n", Reason.POLICY_INVALID),
+        ('version = 1\n[tee.sgx]\non_reset = "reenrol"\n', Reason.POLICY_INVALID),
     ],
 )
 def test_bad_policies_fail_closed(text: str, reason: Reason) -> None:
     with pytest.raises(PolicyError) as err:
         Policy.from_toml(text)
     assert err.value.reason is reason
+
+
+def test_on_reset_is_a_tpm_key_that_defaults_to_reject() -> None:
+    default = Policy.from_toml('version = 1\n[tee.tpm]\naccepted_tcb = ["NotApplicable"]\n')
+    assert default.tees[TeeType.TPM].on_reset == "reject"
+    reenrol = Policy.from_toml('version = 1\n[tee.tpm]\non_reset = "reenrol"\n')
+    assert reenrol.tees[TeeType.TPM].on_reset == "reenrol"
+    with pytest.raises(PolicyError) as err:
+        Policy.from_toml('version = 1\n[tee.sev-snp]\non_reset = "reject"\n')
+    assert "on_reset" in err.value.message
 
 
 def test_unknown_key_is_named_in_the_error() -> None:
@@ -160,7 +173,7 @@ _TOML_SCALARS = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.text(max_size=20),
-    st.sampled_from(["UpToDate", "OutOfDate", "Revoked", "allow", "forbid", "ab" * 24]),
+    st.sampled_from(["UpToDate", "OutOfDate", "Revoked", "allow", "forbid", "reenrol", "ab" * 24]),
 )
 _TOML_VALUES = st.recursive(
     _TOML_SCALARS,
@@ -194,6 +207,7 @@ _TOML_VALUES = st.recursive(
                             "max_evidence_age_s",
                             "reference",
                             "min_svn",
+                            "on_reset",
                             "bogus",
                         ]
                     ),
