@@ -1,5 +1,8 @@
 """``fedtee server start --config server.toml``: run a federation server until stopped.
 
+``fedtee server forget-client CLIENT_ID --config server.toml`` clears a client's stored TPM
+counters, so that a rebooted TPM can enrol again (docs/deploy/tpm.md).
+
 server.toml (``fedtee init`` writes a commented one; docs/config.md documents every key)::
 
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
@@ -536,6 +539,33 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _forget_client(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from fedtee.server.app import StatePaths
+    from fedtee.server.store import StateStore
+
+    path: Path = args.config
+    cfg = parse_server_config(_read(path, MAX_CONFIG_BYTES).decode("utf-8"), base_dir=path.parent)
+    database = StatePaths.of(cfg.state_dir).database
+    if not database.is_file():  # opening would create an empty store
+        raise ConfigError(f"no state store at {database}: has this server run yet?")
+    store = StateStore.open(str(database))
+    try:
+        now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        cleared = store.clear_tpm_counters(args.client_id, now_ms=now_ms)
+    finally:
+        store.close()
+    if not cleared:
+        print(f"fedtee server: client {args.client_id!r} has no stored TPM counters; nothing done")
+        return 1
+    print(
+        f"fedtee server: cleared the TPM counters of {args.client_id!r}; its next enrolment is "
+        "not compared with them, and its ledger entry says an operator allowed it"
+    )
+    return 0
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "server",
@@ -579,6 +609,27 @@ def register(subparsers: Any) -> None:
         ),
     )
     measure.set_defaults(handler=_measure)
+    forget = sub.add_parser(
+        "forget-client",
+        help="let a client whose TPM was reset or rebooted enrol again",
+        description=(
+            "Clear the TPM counters stored for CLIENT_ID, so that its next enrolment is not "
+            "refused with tpm_reset (the platform rebooted or its TPM was reset since it "
+            "last attested). The enrolment is still verified and appraised in full, and its "
+            "attestation result in the ledger carries the warning tpm_counters_cleared. Works "
+            "whether or not the server is running. Exit 1 if the client has no stored "
+            "counters."
+        ),
+    )
+    forget.add_argument("client_id", metavar="CLIENT_ID", help="the client id to let back")
+    forget.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="the server's server.toml (its [server] state_dir holds the state store)",
+    )
+    forget.set_defaults(handler=_forget_client)
     parser.set_defaults(handler=lambda _args: (parser.print_help(), 2)[1])
 
 
