@@ -684,6 +684,22 @@ class StateStore:
                 )
             return [_client(r) for r in s.scalars(query.order_by(_Client.id)).all()]
 
+    def count_clients(self, federation_id: str, *, usable_at_ms: int) -> int:
+        """How many clients :meth:`list_clients` would return for ``usable_at_ms``, counted
+        by the database (the round driver asks every tick)."""
+        with self._tx() as s:
+            count = s.scalar(
+                select(func.count())
+                .select_from(_Client)
+                .where(
+                    _Client.federation_id == federation_id,
+                    _Client.active.is_(True),
+                    _Client.quarantined.is_(False),
+                    _Client.credential_expires_ms > usable_at_ms,
+                )
+            )
+            return int(count or 0)
+
     def quarantine(self, client_id: str, *, reason: Reason, message: str) -> None:
         """Take the client out of the federation.
 
