@@ -380,7 +380,11 @@ class RoundManager:
     def model_chunks(self, *, round: int, digest: bytes, offset: int) -> Iterator[bytes]:
         """Chunks of a round's global model; only models this federation handed out."""
         with self._lock:
-            rnd = self._store.get_round(self.federation_id, round)
+            # The open round from memory: its stored row carries the whole selection, and
+            # every selected client downloads once per round.
+            rnd = self._open
+            if rnd is None or rnd.number != round:
+                rnd = self._store.get_round(self.federation_id, round)
             if rnd is None or rnd.global_model_digest != digest:
                 raise UpdateRejected(
                     f"round {round} has no global model {digest.hex()[:16]}",
