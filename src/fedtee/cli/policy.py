@@ -196,6 +196,8 @@ def _effective(policy: Any) -> list[str]:
                 "warn_tcb " + (",".join(sorted(str(t) for t in tp.warn_tcb)) or "-"),
                 "max_evidence_age " + (f"{int(age.total_seconds())}s" if age else "none"),
             ]
+            if getattr(tee, "value", tee) == "tpm":
+                parts.append(f"on_reset {tp.on_reset}")
             if tp.allow_simulated:
                 parts.append("SIMULATED TEE ACCEPTED")
             lines.append(f"{getattr(tee, 'value', tee)}: " + "; ".join(parts))

@@ -389,6 +389,16 @@ def test_show_prints_the_engines_effective_settings(tmp_path: Path, capsys: Any)
     assert "max_evidence_age 300s; SIMULATED TEE ACCEPTED" in out
 
 
+def test_show_prints_what_the_server_does_after_a_tpm_reset(tmp_path: Path, capsys: Any) -> None:
+    default = write(tmp_path, 'version = 1\n[tee.tpm]\naccepted_tcb = ["NotApplicable"]\n')
+    assert run("policy", "show", str(default)) == 0
+    assert "max_evidence_age none; on_reset reject" in capsys.readouterr().out
+    reenrol = tmp_path / "reenrol.toml"
+    reenrol.write_text('version = 1\n[tee.tpm]\non_reset = "reenrol"\n')
+    assert run("policy", "show", str(reenrol)) == 0
+    assert "on_reset reenrol" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(not _engine_available(), reason="fedtee.attest.policy not written yet")
 def test_show_fails_on_a_policy_the_engine_rejects(tmp_path: Path, capsys: Any) -> None:
     path = write(tmp_path, "version = 1\n[tee.sgx]\ndebgu = 'forbid'\n")
