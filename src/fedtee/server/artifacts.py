@@ -279,32 +279,40 @@ class ArtifactStore:
             mapped.close()
 
     def iter_chunks(self, digest_: bytes, *, chunk_size: int, offset: int = 0) -> Iterable[bytes]:
-        """Chunks of the artifact from ``offset`` (for resumable downloads); the pages already
-        sent are released as it goes, so serving a model never holds all of it resident.
+        """Chunks of the artifact from ``offset`` (for resumable downloads), read with
+        ``pread`` rather than a memory map: a map's pages would count in the server's
+        resident set once per concurrent download, so N clients downloading a model at once
+        would show as N models of memory.
 
         The file is hashed as it is sent (the bytes before ``offset`` too, unsent) in one
         pass, and the last chunk is held back until the whole file has matched its digest:
         a corrupted file is never served in full (StorageError instead of the last chunk).
         """
-        mapped = self.map(digest_, verify=False)
-        try:
+        size = self.get(digest_).size
+        if size == 0:
+            raise StorageError(f"artifact {digest_.hex()} is empty", reason=Reason.STORAGE_CORRUPT)
+        with open(self.path_for(digest_), "rb", buffering=0) as fh:
+            fd = fh.fileno()
+
+            def read(start: int, length: int) -> bytes:
+                data = os.pread(fd, length, start)
+                if len(data) != length:
+                    raise StorageError(
+                        f"artifact {digest_.hex()} is shorter than its {size} bytes",
+                        reason=Reason.STORAGE_CORRUPT,
+                    )
+                return data
+
             hashed = StreamingDigest()
-            with memoryview(mapped.mmap) as view:
-                for start in range(0, min(offset, mapped.size), RELEASE_EVERY):
-                    hashed.update(view[start : min(start + RELEASE_EVERY, offset)])
-                    mapped.release()
+            for start in range(0, min(offset, size), chunk_size):
+                hashed.update(read(start, min(chunk_size, offset - start)))
             held: bytes | None = None
-            since_release = 0
-            for start in range(offset, mapped.size, chunk_size):
-                chunk = bytes(mapped.mmap[start : start + chunk_size])
+            for start in range(offset, size, chunk_size):
+                chunk = read(start, min(chunk_size, size - start))
                 hashed.update(chunk)
                 if held is not None:
                     yield held
                 held = chunk
-                since_release += chunk_size
-                if since_release >= RELEASE_EVERY:
-                    mapped.release()
-                    since_release = 0
             if not hmac.compare_digest(hashed.digest(), digest_):
                 raise StorageError(
                     f"artifact {digest_.hex()} does not match its digest",
@@ -312,8 +320,6 @@ class ArtifactStore:
                 )
             if held is not None:
                 yield held
-        finally:
-            mapped.mmap.close()
 
     def map_arrays(
         self, digest_: bytes, *, verify: bool = True, limits: Limits = DEFAULT_LIMITS

@@ -68,3 +68,18 @@ def test_a_corrupted_artifact_is_not_mapped(tmp_path: Path) -> None:
     with pytest.raises(StorageError) as info:
         store.map_arrays(digest)
     assert info.value.reason.value == "storage_corrupt"
+
+
+def test_concurrent_downloads_do_not_map_the_model(tmp_path: Path) -> None:
+    # Served with pread, not a map: 8 downloads in flight add no file pages to the RSS
+    # (a map would add up to the whole model per download).
+    store, digest, _ = _stored(tmp_path, tensors_=4, each=2 * MiB)
+    base = _rss_file_kib()
+    streams = [iter(store.iter_chunks(digest, chunk_size=MiB)) for _ in range(8)]
+    for _ in range(6):
+        for stream in streams:
+            assert len(next(stream)) == MiB
+    assert (_rss_file_kib() - base) * 1024 < 2 * MiB
+    for stream in streams:
+        rest = b"".join(stream)
+        assert len(rest) > 0
