@@ -8,11 +8,12 @@ for cryptography, and grpc_tools, which grpcio itself imports when it is install
 other library (SQLAlchemy, safetensors, rich, cbor2, scikit-learn, torch...) fails the test.
 
 The hard limit is on address space (``prlimit --as``), the limit a process cannot exceed
-without failing its allocations; it is not a limit on resident memory: gRPC's threads
-reserve stacks and numpy maps its libraries, so the client's address space (about 280 MiB
-here with ``MALLOC_ARENA_MAX=1``) is several times its peak resident set (about 75 MiB).
-The test shows the limit binds: at 200 MiB the same client cannot even start gRPC's threads
-and fails, at 320 MiB it completes the round.
+without failing its allocations; it is not a limit on resident memory: threads reserve
+stacks, OpenBLAS reserves a buffer and numpy and gRPC map their libraries, so the client's
+address space (about 200 MiB here, with ``MALLOC_ARENA_MAX=1``, ``OPENBLAS_NUM_THREADS=1``
+and 2 MiB stacks: :func:`fedtee.eval.iot.client_command`) is several times its peak
+resident set (about 75 MiB). The test shows the limit binds: at 160 MiB the same client
+fails, at 256 MiB it completes the round.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from fedtee.eval.iot import run_iot_round
 
 ALLOWED_LIBRARIES = "numpy, numpy.random, grpc, google.protobuf.message, cryptography.x509"
 FORBIDDEN = {"sqlalchemy", "safetensors", "rich", "cbor2", "sklearn", "torch", "scipy"}
-LIMIT = 320 << 20
-TOO_SMALL = 200 << 20
+LIMIT = 256 << 20
+TOO_SMALL = 160 << 20
 
 
 def _baseline() -> set[str]:

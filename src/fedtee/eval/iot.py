@@ -32,6 +32,10 @@ TRAINER = "fedtee.client.examples.iot:IotTrainer"
 REPORT_ENV = "FEDTEE_CLIENT_REPORT"  # fedtee.cli.client.REPORT_ENV (not imported: no CLI here)
 KiB = 1024
 MiB = 1 << 20
+# Under an address-space limit, also cap the stack: glibc reserves a thread's stack at the
+# stack limit (8 MiB by default), and gRPC grows its thread pool when the machine is busy,
+# so with 8 MiB stacks the address space needed varies with the load, not with fedtee.
+THREAD_STACK = 2 * MiB
 
 
 @dataclass(kw_only=True)
@@ -132,7 +136,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def client_command(config: Path, *, address_space: int | None = None) -> list[str]:
-    """``fedtee client start --profile iot``, under ``prlimit --as`` when a limit is given."""
+    """``fedtee client start --profile iot``, under ``prlimit --as`` (and a 2 MiB stack
+    limit, :data:`THREAD_STACK`) when a limit is given."""
     cmd = [sys.executable, "-m", "fedtee.cli.main", "client", "start"]
     cmd += ["--config", config.name, "--profile", "iot"]
     if address_space is None:
@@ -140,13 +145,20 @@ def client_command(config: Path, *, address_space: int | None = None) -> list[st
     prlimit = shutil.which("prlimit")
     if prlimit is None:
         raise RuntimeError("prlimit (util-linux) is needed for a hard memory limit")
-    return [prlimit, f"--as={address_space}", "--", *cmd]
+    return [prlimit, f"--as={address_space}", f"--stack={THREAD_STACK}", "--", *cmd]
 
 
 def client_env(report: Path) -> dict[str, str]:
     # One malloc arena: each thread's arena would reserve 64 MiB of address space (not of
     # memory), which an address-space limit counts. gRPC's threads make several.
-    return {**os.environ, REPORT_ENV: str(report), "MALLOC_ARENA_MAX": "1"}
+    # One BLAS thread: each OpenBLAS thread reserves its own buffer (address space again),
+    # and a device's training step is too small to gain from threads.
+    return {
+        **os.environ,
+        REPORT_ENV: str(report),
+        "MALLOC_ARENA_MAX": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
 
 
 def _own_memory_cgroup() -> Path | None:
