@@ -62,6 +62,7 @@ def run_one(
     timeout_s: float = 1800,
     max_enrolling: int = 0,
     retry_after_s: float = 0.5,
+    credential_ttl_s: float = 600.0,
 ) -> dict[str, Any]:
     """One federation of ``clients`` virtual clients for ``rounds`` rounds; one result row."""
     port = _free_port()
@@ -79,7 +80,11 @@ def run_one(
     )
     _configure(
         workdir / "server.toml",
-        {"round_timeout_s": float(timeout_s), "start_wait_s": float(timeout_s)},
+        {
+            "round_timeout_s": float(timeout_s),
+            "start_wait_s": float(timeout_s),
+            "credential_ttl_s": float(credential_ttl_s),
+        },
     )
     _add_to_rounds(workdir / "server.toml", f"retry_after_s = {retry_after_s}")
     target = LoadTarget(
@@ -135,6 +140,7 @@ def run_one(
         "channels": channels or clients,
         "max_enrolling": max_enrolling or clients,
         "retry_after_s": retry_after_s,
+        "credential_ttl_s": credential_ttl_s,
         "enrolled": report.enrolled,
         "accepted_updates": report.accepted_updates,
         "rejected_updates": report.rejected_updates,
