@@ -318,9 +318,15 @@ def appraise(verified: VerifiedEvidence, policy: Policy, *, now: dt.datetime) ->
                 )
             )
 
+    # Reference names are case-insensitive (from_toml lowercases them), while a verifier may
+    # report mixed case (PSA/CCA ``sw:BL``); every value under a name must be allowed.
+    by_name: dict[str, list[bytes]] = {}
+    for measured_name, value in verified.measurements.items():
+        by_name.setdefault(measured_name.lower(), []).append(value)
     for name, allowed_values in sorted(tee_policy.reference.items()):
-        found = verified.measurements.get(name)
-        if found is None:
+        measured = by_name.get(name, [])
+        found = next((v for v in measured if v not in allowed_values), None)
+        if not measured:
             violations.append(
                 Violation(
                     Reason.CLAIM_MISSING,
@@ -329,7 +335,7 @@ def appraise(verified: VerifiedEvidence, policy: Policy, *, now: dt.datetime) ->
                     f"one of {len(allowed_values)} reference value(s)",
                 )
             )
-        elif found not in allowed_values:
+        elif found is not None:
             violations.append(
                 Violation(
                     Reason.MEASUREMENT_NOT_ALLOWED,

@@ -76,6 +76,19 @@ def test_every_violation_is_reported_at_once() -> None:
     assert mr.found == bytes(32).hex() and MRENCLAVE.hex() in mr.expected
 
 
+def test_reference_names_match_mixed_case_measurements() -> None:
+    # PSA/CCA verifiers name components "sw:BL"; policy names are lowercased on load.
+    policy = Policy.from_toml(
+        f'version = 1\n[tee.psa.reference]\n"sw:BL" = ["{MRENCLAVE.hex()}"]\n'
+    )
+    psa = {"tee": TeeType.PSA, "tcb_status": TcbStatus.NOT_APPLICABLE, "svns": {}}
+    ok = appraise(_verified(measurements={"sw:BL": MRENCLAVE}, **psa), policy, now=NOW)
+    assert ok.status is Status.AFFIRMING, ok.violations
+    # Two names equal but for case: both values must be allowed (fail closed).
+    twin = _verified(measurements={"sw:BL": MRENCLAVE, "sw:bl": bytes(32)}, **psa)
+    assert appraise(twin, policy, now=NOW).reasons == (Reason.MEASUREMENT_NOT_ALLOWED,)
+
+
 def test_warn_tcb_gives_warning() -> None:
     result = appraise(
         _verified(tcb_status=TcbStatus.SW_HARDENING_NEEDED), Policy.from_toml(SGX_POLICY), now=NOW
