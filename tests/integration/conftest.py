@@ -19,7 +19,7 @@ from fedtee.attest.model import TeeType
 from fedtee.client.grpc_transport import GrpcTransport
 from fedtee.client.transport import Enrolment, Session, SubmitOutcome, Task, TaskKind
 from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
-from fedtee.server.app import FederationServer, ServerConfig
+from fedtee.server.app import FederationServer, NoCollateral, ServerConfig
 from fedtee.server.gate import GateSettings
 from fedtee.server.rounds import RoundSettings
 from fedtee.wire import tls
@@ -71,6 +71,7 @@ class Harness:
             state_dir=self.tmp / "state",
             policy=s.pop("policy", None) or self.att.policy(s.pop("measurements", [GOOD])),
             trust=s.pop("trust", None) or self.att.trust,
+            collateral=s.pop("collateral", None) or NoCollateral(),  # e.g. DCAP's TCB info
             initial_model=initial_model(),
             rounds=RoundSettings(
                 rounds=s.pop("rounds", 2),
