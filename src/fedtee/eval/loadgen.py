@@ -43,8 +43,6 @@ from fedtee.client.transport import ServerUnavailable
 from fedtee.errors import FedteeError, Reason
 from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
 from fedtee.wire import auth, serde
-from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
-from fedtee.wire._gen.fedtee.v1 import federation_pb2_grpc as pb_grpc
 from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
 from fedtee.wire.messages import (
     ChallengeRequest,
@@ -56,6 +54,7 @@ from fedtee.wire.messages import (
     TaskKind,
     UpdateHeader,
 )
+from fedtee.wire.stubs import federation_stub
 
 _SERVICE = "/fedtee.v1.Federation/"
 _SHED = frozenset(
@@ -260,7 +259,7 @@ class VirtualClient:
     async def task(self) -> Task:
         async def call() -> Any:
             return await self._stub.GetTask(
-                pb.TaskRequest(client_id=self._id),
+                serde.task_request_to_proto(client_id=self._id),
                 metadata=self._metadata("GetTask"),
                 timeout=self._options.call_timeout_s,
             )
@@ -323,7 +322,7 @@ class VirtualClient:
             for i in range(0, len(update), step):
                 yield update[i : i + step]
 
-        async def messages() -> AsyncIterator[pb.UpdateChunk]:
+        async def messages() -> AsyncIterator[Any]:
             yield serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
             async for part in chunks if chunks is not None else parts():
                 yield serde.update_data_to_proto(part)
@@ -450,8 +449,7 @@ async def run_load(
 
 def stub(chan: grpc.aio.Channel) -> Any:
     """The fedtee.v1 Federation stub over ``chan``."""
-    factory: Any = pb_grpc.FederationStub
-    return factory(chan)
+    return federation_stub(chan)
 
 
 __all__ = [

@@ -213,6 +213,10 @@ def task_from_proto(msg: pb.Task, *, limits: WireLimits = DEFAULT_LIMITS) -> Tas
 # --- models ----------------------------------------------------------------------------------
 
 
+def task_request_to_proto(*, client_id: str) -> pb.TaskRequest:
+    return pb.TaskRequest(client_id=client_id)
+
+
 def model_request_to_proto(req: ModelRequest) -> pb.ModelRequest:
     return pb.ModelRequest(round=req.round, digest=req.digest, offset=req.offset)
 
@@ -403,6 +407,7 @@ __all__ = [
     "submit_outcome_from_proto",
     "submit_outcome_to_proto",
     "task_from_proto",
+    "task_request_to_proto",
     "task_to_proto",
     "update_data_from_proto",
     "update_data_to_proto",
