@@ -79,7 +79,7 @@ BENCHES: Final[tuple[BenchSpec, ...]] = (
         "round time with the trust features on against the same run with them off "
         "(alternating runs, real server and client processes)",
         420,
-        full=(("--params", "10000000", "--rounds", "3", "--pairs", "1"),),
+        full=(("--params", "10000000", "--rounds", "5", "--pairs", "2"),),
     ),
     BenchSpec(
         "iot",
@@ -96,7 +96,7 @@ BENCHES: Final[tuple[BenchSpec, ...]] = (
         "a large update streamed end to end with hashing and signing through real server "
         "and client processes, and peak memory against the model size",
         420,
-        full=(("--mib", "200"),),
+        full=(("--mib", "500"),),
     ),
     BenchSpec(
         "server_memory",
@@ -104,7 +104,7 @@ BENCHES: Final[tuple[BenchSpec, ...]] = (
         "Server memory and round time against the number of clients",
         "server peak RSS and round time as the number of clients grows at a fixed model size",
         420,
-        full=(("--clients", "2,10,30", "--params", "1000000", "--rounds", "2"),),
+        full=(("--clients", "2,10,30,100", "--params", "1000000", "--rounds", "2"),),
     ),
     BenchSpec(
         "model_size",
@@ -483,12 +483,19 @@ def explain(r: Ranking) -> str:
         ]
         gap = best_score - second_score
         verdict = "an equivalent choice" if gap < 0.25 else "the runner-up"
-        lines.append(
-            f"{second.name} ({second_score:.2f}) is {verdict}; {best.tee} is ahead on "
-            f"{', '.join(wins) or 'no weighted criterion'}"
-            + (f" and behind on {', '.join(losses)}" if losses else "")
-            + "."
-        )
+        if not wins and not losses:
+            lines[0] = (
+                f"**{best.name}** and **{second.name}** tie ({best_score:.2f}) on every "
+                "criterion measured here: either is recommended."
+            )
+            verdict = ""
+        if verdict:
+            lines.append(
+                f"{second.name} ({second_score:.2f}) is {verdict}; {best.tee} is ahead on "
+                f"{', '.join(wins) or 'no weighted criterion'}"
+                + (f" and behind on {', '.join(losses)}" if losses else "")
+                + "."
+            )
     out = [p.name for p, _, s in r.table if s is None]
     if out:
         lines.append(f"Excluded by a hard requirement: {', '.join(out)}.")

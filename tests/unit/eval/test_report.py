@@ -161,3 +161,10 @@ def test_quick_report_from_the_cli(tmp_path: Path) -> None:
     sim = [r for r in data["results"] if r["tee"] == "sim" and "enrolment" in r["phase"]]
     assert sim and sim[0]["median_ms"] > 0
     assert "bench/bench_enrol.py --quick" in text
+
+
+def test_an_exact_tie_recommends_both() -> None:
+    both_fast = [dict(r, per_s=3000.0) if r["tee"] in ("tdx", "sev-snp") else r for r in VERIFY]
+    text = report.explain(report.recommend("silo", _measured(verify=both_fast)))
+    assert "tie" in text and "either is recommended" in text
+    assert "Intel TDX" in text and "AMD SEV-SNP" in text
