@@ -404,7 +404,7 @@ def test_expired_nonces_are_refused_then_purged(harness: Harness) -> None:
     out = a.transport.enroll(client_id="a", nonce=ch.nonce, public_key=a.public_key, evidence=ev)
     assert out.reason == Reason.NONCE_EXPIRED.value
     ch2 = a.transport.get_challenge(client_id="a", tee=a.attester.tee, aux={})
-    harness.clock.offset = timedelta(seconds=200)  # the driver purges expired nonces
+    harness.clock.offset = timedelta(seconds=200)  # expired > 60 s ago: the driver purges it
     time.sleep(0.3)
     ev2 = a.attester.attest(report_data(nonce=ch2.nonce, public_key=a.public_key))
     out = a.transport.enroll(client_id="a", nonce=ch2.nonce, public_key=a.public_key, evidence=ev2)

@@ -46,6 +46,9 @@ from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
 log = logging.getLogger(__name__)
 
 NONCE_PURGE_INTERVAL_MS = 60_000
+# An expired nonce is kept this long before it is purged, so that a client enrolling just too
+# late is told nonce_expired (ask for a new challenge) rather than nonce_unknown.
+NONCE_PURGE_GRACE_MS = 60_000
 
 
 def utc_now() -> datetime:
@@ -282,7 +285,7 @@ class FederationServer:
                 now_ms = self._now_ms()
                 if now_ms >= next_purge:
                     # GetChallenge is unauthenticated: expired nonces must not pile up.
-                    self.store.purge_nonces(now_ms=now_ms)
+                    self.store.purge_nonces(now_ms=now_ms - NONCE_PURGE_GRACE_MS)
                     next_purge = now_ms + NONCE_PURGE_INTERVAL_MS
             except Exception:  # keep driving: a failed tick is retried on the next one
                 log.exception("round driver tick failed")
