@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import _common
 
 from fedtee import tensors
 from fedtee.cli.init import InitOptions, client_toml, init_federation
+from fedtee.localnet import free_port, wait_for_port
 
 BENCH = Path(__file__).resolve().parent
 TRAINER = "noise_trainer:NoiseTrainer"
@@ -55,26 +55,6 @@ class FederationRun:
     @property
     def client_peak(self) -> int:
         return max(self.client_peaks, default=0)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server did not listen on {port} within {timeout_s:.0f}s")
 
 
 def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
@@ -109,7 +89,7 @@ def prepare(
     workdir: Path, *, clients: int, params: int, rounds: int
 ) -> tuple[Path, list[Path], int]:
     """Write the federation's files; return (server.toml, client tomls, port)."""
-    port = _free_port()
+    port = free_port()
     opts = InitOptions(
         directory=workdir,
         federation_id="bench",
@@ -199,8 +179,14 @@ def run_federation(
                     profile=prof_dir / "server.prof" if prof_dir else None,
                 )
                 if trust
-                else [sys.executable, str(BENCH / "_serve_untrusted.py"), "server", "start",
-                      "--config", str(server_toml)],
+                else [
+                    sys.executable,
+                    str(BENCH / "_serve_untrusted.py"),
+                    "server",
+                    "start",
+                    "--config",
+                    str(server_toml),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
@@ -208,7 +194,7 @@ def run_federation(
             )
         sampler.add(server.pid)
         sampler.start()
-        _wait_port(port, server, 120)
+        wait_for_port(port, server, timeout_s=120)
         for k, config in enumerate(configs):
             with (logs / f"client-{k + 1}.log").open("wb") as log:
                 proc = subprocess.Popen(

@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import _common
 import _fedtee_run
+
+from fedtee.localnet import free_port, wait_for_port
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".flower-venv"
@@ -58,9 +59,7 @@ def ensure_flower() -> Path:
     if not (bin_dir / "flower-superlink").exists():
         print(f"installing {FLWR_SPEC} into {VENV.relative_to(_common.ROOT)} (first use)")
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run(
-            [str(bin_dir / "pip"), "install", "-q", FLWR_SPEC, "numpy"], check=True
-        )
+        subprocess.run([str(bin_dir / "pip"), "install", "-q", FLWR_SPEC, "numpy"], check=True)
     return bin_dir
 
 
@@ -92,24 +91,6 @@ class Run:
         return _common.median(later) if later else float("nan")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {port} after {timeout_s:.0f}s")
-
-
 def _kill_groups(procs: list[subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
     """Stop processes started in their own sessions, and everything they started: SIGTERM
     to every group at once, then SIGKILL to the groups still there after ``grace_s``."""
@@ -133,7 +114,7 @@ def run_flower(
     run = Run(framework="flower", clients=clients, params=params, rounds=rounds)
     home = workdir / "flwr-home"
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     (home / "config.toml").write_text(
         '[superlink]\ndefault = "bench"\n\n'
         f'[superlink.bench]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
@@ -154,7 +135,11 @@ def run_flower(
     def spawn(name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         with (logs / f"{name}.log").open("wb") as log:
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=workdir,
                 start_new_session=True,
             )
         procs.append(proc)
@@ -166,7 +151,7 @@ def run_flower(
     try:
         superlink = spawn("superlink", ["flower-superlink", "--insecure", "--port", str(port)])
         sampler.start()
-        _wait_port(port, 120)
+        wait_for_port(port, timeout_s=120, what="Flower's SuperLink")
         for k in range(clients):
             nodes.append(
                 spawn(
@@ -177,15 +162,13 @@ def run_flower(
                         "--superlink",
                         f"127.0.0.1:{port}",
                         "--port",
-                        str(_free_port()),
+                        str(free_port()),
                         "--node-config",
                         f"partition-id={k} num-partitions={clients}",
                     ],
                 )
             )
-        run_config = (
-            f"params={params} clients={clients} rounds={rounds} out-file='{out_file}'"
-        )
+        run_config = f"params={params} clients={clients} rounds={rounds} out-file='{out_file}'"
         with (logs / "flwr-run.log").open("wb") as log:
             done = subprocess.run(
                 ["flwr", "run", str(APP), "bench", "--run-config", run_config, "--stream"],
@@ -370,15 +353,21 @@ def plot(rows: list[dict[str, object]], out_dir: Path) -> list[Path]:
 
 
 def doc_section(
-    rows: list[dict[str, object]], *, version: str, info: dict[str, object], pngs: list[Path],
-    skipped: list[str], rounds: int, notes: list[str],
+    rows: list[dict[str, object]],
+    *,
+    version: str,
+    info: dict[str, object],
+    pngs: list[Path],
+    skipped: list[str],
+    rounds: int,
+    notes: list[str],
 ) -> str:
     lines = [
         _common.header(info=info),
         f"- Flower {version} (its own venv, bench/.flower-venv), insecure mode, deployment "
         "runtime: SuperLink + SuperExec + a ServerApp process; per client a SuperNode + "
         "SuperExec + a ClientApp process per message. Flower 1.42's Fleet API is HTTP "
-        "(its `flower-superlink --help`: \"The Fleet API now operates over HTTP\").",
+        '(its `flower-superlink --help`: "The Fleet API now operates over HTTP").',
         "- fedtee: `fedtee server start` + N `fedtee client start` processes, TLS gRPC, "
         "sim TEE attestation, signed receipts and the ledger on.",
         f"- Workload: {rounds} rounds; each client returns the parameters it received plus "
@@ -464,7 +453,10 @@ def main() -> None:
             for n in clients:
                 fed = run_fedtee(
                     scratch / f"fedtee-{n}-{params}",
-                    clients=n, params=params, rounds=rounds, timeout_s=args.timeout,
+                    clients=n,
+                    params=params,
+                    rounds=rounds,
+                    timeout_s=args.timeout,
                 )
                 shutil.rmtree(scratch / f"fedtee-{n}-{params}", ignore_errors=True)
                 print(
@@ -481,8 +473,12 @@ def main() -> None:
                         )
                     else:
                         flo = run_flower(
-                            bin_dir, scratch / f"flower-{n}-{params}",
-                            clients=n, params=params, rounds=rounds, timeout_s=args.timeout,
+                            bin_dir,
+                            scratch / f"flower-{n}-{params}",
+                            clients=n,
+                            params=params,
+                            rounds=rounds,
+                            timeout_s=args.timeout,
                         )
                         print(
                             f"Flower N={n} P={params:,}: {flo.median_round_s:.2f} s/round, "
@@ -502,7 +498,12 @@ def main() -> None:
         _common.write_doc_section(
             "flower",
             doc_section(
-                rows, version=version, info=info, pngs=pngs, skipped=skipped, rounds=rounds,
+                rows,
+                version=version,
+                info=info,
+                pngs=pngs,
+                skipped=skipped,
+                rounds=rounds,
                 notes=args.note,
             ),
             title="fedtee and Flower: the same workload side by side",

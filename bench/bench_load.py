@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import _common as common
-from _fedtee_run import _cli, _env, _free_port, _round_times, _stop, _wait_port
+from _fedtee_run import _cli, _env, _round_times, _stop
 
 from fedtee.attest.attesters.sim import SimRoot
 from fedtee.cli.init import DEFAULT_TRAINER, InitOptions, init_federation, trainer_measurement
 from fedtee.eval.loadgen import LoadOptions, LoadTarget, run_load
 from fedtee.ledger.log import verify_ledger
+from fedtee.localnet import free_port, wait_for_port
 
 FED = "bench"  # _fedtee_run._round_times reads this federation's rounds
 
@@ -65,7 +66,7 @@ def run_one(
     credential_ttl_s: float = 600.0,
 ) -> dict[str, Any]:
     """One federation of ``clients`` virtual clients for ``rounds`` rounds; one result row."""
-    port = _free_port()
+    port = free_port()
     init_federation(
         InitOptions(
             directory=workdir,
@@ -105,7 +106,7 @@ def run_one(
     )
     sampler = common.TreeSampler(server.pid, interval=0.2)
     try:
-        _wait_port(port, server, 120)
+        wait_for_port(port, server, timeout_s=120)
         time.sleep(0.5)
         idle = common.rss_bytes(server.pid)
         sampler.start()

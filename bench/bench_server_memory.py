@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 
 import _common
-from _fedtee_run import TRAINER, _cli, _env, _round_times, _stop, _wait_port, prepare
+from _fedtee_run import TRAINER, _cli, _env, _round_times, _stop, prepare
 
 from fedtee.attest.attesters.sim import SimRoot
 from fedtee.cli.init import trainer_measurement
 from fedtee.eval.loadgen import LoadOptions, LoadTarget, run_load
+from fedtee.localnet import wait_for_port
 
 
 def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[str, object]:
@@ -51,7 +52,7 @@ def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[st
     sampler = _common.TreeSampler(server.pid, interval=0.1)
     error = ""
     try:
-        _wait_port(port, server, 120)
+        wait_for_port(port, server, timeout_s=120)
         time.sleep(0.5)
         idle = _common.tree_rss_bytes(server.pid)
         sampler.start()

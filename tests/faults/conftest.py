@@ -33,6 +33,7 @@ from fedtee.eval.loadgen import (
     stub,
 )
 from fedtee.ledger.log import LedgerReport, verify_ledger
+from fedtee.localnet import free_port
 from fedtee.server.store import RoundRecord, StateStore
 
 FED = "faults"
@@ -44,13 +45,6 @@ def measurement() -> bytes:
     if not _MEASUREMENT:  # hashing the trainer module once per session is enough
         _MEASUREMENT.append(trainer_measurement(DEFAULT_TRAINER))
     return _MEASUREMENT[0]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -43,7 +43,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from typing import IO, Any
 
 from fedtee.cli.init import InitOptions, client_toml, init_federation, trainer_measurement
 from fedtee.errors import ConfigError, DeviceError, FedteeError, Reason
+from fedtee.localnet import free_port, wait_for_port
 from fedtee.server.app import StatePaths
 
 HONEST_TRAINER = "fedtee.client.examples.digits:DigitsTrainer"
@@ -102,13 +102,6 @@ class DemoState:
     enrolments: dict[str, tuple[str, bool, bytes | None, bytes]] = field(default_factory=dict)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _python_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedtee.cli.main", *args]
 
@@ -117,19 +110,6 @@ def _spawn(cmd: list[str], log: Path, *, cwd: Path) -> subprocess.Popen[bytes]:
     handle: IO[bytes] = log.open("wb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], *, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ConfigError(f"the server exited early with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise ConfigError(f"the server did not listen on port {port} within {timeout_s:.0f}s")
 
 
 def client_ids(opts: DemoOptions) -> list[str]:
@@ -391,7 +371,7 @@ def _run_federation(
 ) -> DemoOutcome:
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
-    port = _free_port()
+    port = free_port()
     init = InitOptions(
         directory=workdir,
         federation_id="fedtee-demo",
@@ -451,7 +431,7 @@ def _run_federation(
     observer = _Observer(state_dir=workdir / "state", federation_id=init.federation_id)
     state = DemoState()
     try:
-        _wait_for_port(port, server, timeout_s=60)
+        wait_for_port(port, server, timeout_s=60)
         for cid, config in configs.items():
             clients[cid] = _spawn(
                 _python_cli(

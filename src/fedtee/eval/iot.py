@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fedtee.errors import ConfigError
+from fedtee.localnet import free_port, wait_for_port
 
 FEDERATION = "iot"
 TRAINER = "fedtee.client.examples.iot:IotTrainer"
@@ -53,18 +55,11 @@ class IotRun:
     log: str = ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _federation(workdir: Path, *, clients_per_round: int) -> tuple[Path, Path, int]:
     from fedtee.cli.init import InitOptions, client_toml, init_federation
 
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     opts = InitOptions(
         directory=workdir,
         federation_id=FEDERATION,
@@ -107,22 +102,15 @@ def _start_server(workdir: Path, server: Path, port: int) -> subprocess.Popen[by
         stderr=subprocess.STDOUT,
     )
     log.close()
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {proc.returncode}: "
-                + (workdir / "server.log").read_text(errors="replace")[-2000:]
-            )
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError("server did not start listening") from None
-            time.sleep(0.1)
+    try:
+        wait_for_port(port, proc, timeout_s=120)
+    except ConfigError as exc:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log_tail = (workdir / "server.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{exc}: {log_tail}") from exc
+    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from numpy.typing import NDArray
 
 from fedtee import tensors
 from fedtee.client.trainer import EvalResult, FitResult
+from fedtee.localnet import free_port, wait_for_port
 
 MiB = 1 << 20
 TENSOR_BYTES = 4 * MiB  # a layer of a large network, roughly
@@ -99,13 +99,6 @@ class SiloRun:
         return marks[end] - marks[start] if start in marks and end in marks else float("nan")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _pump(
     stream: IO[bytes], log: IO[bytes], events: dict[str, dict[str, float]], t0: float
 ) -> None:
@@ -137,7 +130,7 @@ def run_silo(
     from fedtee.cli.init import InitOptions, client_toml, init_federation
 
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     opts = InitOptions(
         directory=workdir,
         federation_id=FEDERATION,
@@ -187,17 +180,7 @@ def run_silo(
 
     try:
         server = spawn("server", "start", "--config", server_toml.name, log="server.log")
-        deadline = t0 + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited with {server.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not start listening") from None
-                time.sleep(0.1)
+        wait_for_port(port, server, timeout_s=120)
         workers = [
             spawn("client", "start", "--config", c.name, log=f"{c.stem}.log") for c in configs
         ]
