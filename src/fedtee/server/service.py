@@ -398,43 +398,24 @@ def add_to_server(service: FederationService, server: grpc.Server) -> None:
     ``add_FederationServicer_to_server``, but with deserializers that hand undecodable bytes
     to the handler as a :class:`_Malformed` (answered MESSAGE_MALFORMED) instead of failing
     the call with gRPC's generic INTERNAL."""
-    handlers = {
-        "GetChallenge": grpc.unary_unary_rpc_method_handler(
-            service.GetChallenge,
-            request_deserializer=_tolerant(pb.ChallengeRequest.FromString),
-            response_serializer=pb.Challenge.SerializeToString,
-        ),
-        "Enroll": grpc.unary_unary_rpc_method_handler(
-            service.Enroll,
-            request_deserializer=_tolerant(pb.EnrollRequest.FromString),
-            response_serializer=pb.EnrollResponse.SerializeToString,
-        ),
-        "GetTask": grpc.unary_unary_rpc_method_handler(
-            service.GetTask,
-            request_deserializer=_tolerant(pb.TaskRequest.FromString),
-            response_serializer=pb.Task.SerializeToString,
-        ),
-        "DownloadModel": grpc.unary_stream_rpc_method_handler(
-            service.DownloadModel,
-            request_deserializer=_tolerant(pb.ModelRequest.FromString),
-            response_serializer=pb.ModelChunk.SerializeToString,
-        ),
-        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
-            service.SubmitUpdate,
-            request_deserializer=_tolerant(pb.UpdateChunk.FromString),
-            response_serializer=pb.SubmitResult.SerializeToString,
-        ),
-        "GetUploadStatus": grpc.unary_unary_rpc_method_handler(
-            service.GetUploadStatus,
-            request_deserializer=_tolerant(pb.UploadStatusRequest.FromString),
-            response_serializer=pb.UploadStatus.SerializeToString,
-        ),
-        "GetServerEvidence": grpc.unary_unary_rpc_method_handler(
-            service.GetServerEvidence,
-            request_deserializer=_tolerant(pb.ServerEvidenceRequest.FromString),
-            response_serializer=pb.ServerEvidence.SerializeToString,
-        ),
+    # Every RPC of the service, taken from the proto's descriptor so that none can be
+    # forgotten here; a method the service class lacks fails at start, not per call.
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
     }
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Federation"].methods:
+        request = getattr(pb, method.input_type.name)
+        response = getattr(pb, method.output_type.name)
+        make = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=_tolerant(request.FromString),
+            response_serializer=response.SerializeToString,
+        )
     generic = grpc.method_handlers_generic_handler("fedtee.v1.Federation", handlers)
     server.add_generic_rpc_handlers((generic,))
 
