@@ -336,15 +336,11 @@ def trust_anchors(
 ) -> TrustAnchors:
     """The embedded vendor roots plus the configured anchors (PEM files). Shared by
     server.toml's [attestation] and client.toml's [server_attestation]."""
-    roots: dict[TeeType, tuple[Any, ...]] = {}
-    keys: dict[TeeType, tuple[Any, ...]] = {}
-    try:
-        trust_mod = importlib.import_module("fedtee.attest.trust")
-        embedded: TrustAnchors = trust_mod.embedded_anchors()
-        roots.update({t: tuple(v) for t, v in embedded.roots.items()})
-        keys.update({t: tuple(v) for t, v in embedded.keys.items()})
-    except (ImportError, AttributeError):
-        logging.getLogger(__name__).warning("no embedded vendor roots available")
+    from fedtee.attest.trust import embedded_anchors
+
+    embedded = embedded_anchors()
+    roots: dict[TeeType, tuple[Any, ...]] = {t: tuple(v) for t, v in embedded.roots.items()}
+    keys: dict[TeeType, tuple[Any, ...]] = {t: tuple(v) for t, v in embedded.keys.items()}
     if sim_root is not None:
         from fedtee.wire.tls import load_cert
 
@@ -407,9 +403,9 @@ def directory_collateral(directory: Path | None) -> CollateralSource | None:
     """Collateral from a directory (None when none is configured)."""
     if directory is None:
         return None
-    module = importlib.import_module("fedtee.attest.trust.collateral")
-    source: CollateralSource = module.DirectoryCollateral(directory)
-    return source
+    from fedtee.attest.trust.collateral import DirectoryCollateral
+
+    return DirectoryCollateral(directory)
 
 
 def _policy(cfg: ServerFileConfig) -> Any:
@@ -418,11 +414,13 @@ def _policy(cfg: ServerFileConfig) -> Any:
 
 def load_policy(path: Path) -> Any:
     """A policy file through the policy engine (PolicyError / ConfigError when wrong)."""
+    from fedtee.attest.policy import Policy
+
     try:
-        module = importlib.import_module("fedtee.attest.policy")
-    except ImportError as exc:
-        raise ConfigError(f"the policy engine is not installed: {exc}") from exc
-    return module.Policy.from_toml(_read(path).decode("utf-8"))
+        text = _read(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: a policy file must be UTF-8 TOML: {exc}") from exc
+    return Policy.from_toml(text)
 
 
 def server_attester(sa: ServerAttestationFileConfig) -> Any:

@@ -192,3 +192,13 @@ def test_bad_trust_anchor_settings_are_config_errors_naming_the_file(
         _trust(parse_server_config(_MINIMAL + line + "\n", base_dir=tmp_path))
     if files or "absent" in line:
         assert str(tmp_path) in exc.value.message
+
+
+def test_a_policy_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    from fedtee.cli.server import load_policy
+    from fedtee.errors import ConfigError
+
+    bad = tmp_path / "policy.toml"
+    bad.write_bytes(b"version = 1\n# \xff\xfe not UTF-8\n")
+    with pytest.raises(ConfigError, match="must be UTF-8"):
+        load_policy(bad)
