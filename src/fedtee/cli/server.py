@@ -284,6 +284,14 @@ def _read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
+def _read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """A bounded UTF-8 text file (configs, policies); anything else is a ConfigError."""
+    try:
+        return _read(path, limit).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
+
+
 def _file_chunks(path: Path, limit: int) -> Callable[[], Iterator[bytes]]:
     """A model file as a function yielding 1 MiB chunks: the server streams it into its
     artifact store instead of holding it in memory. Size checked now and while reading."""
@@ -416,11 +424,7 @@ def load_policy(path: Path) -> Any:
     """A policy file through the policy engine (PolicyError / ConfigError when wrong)."""
     from fedtee.attest.policy import Policy
 
-    try:
-        text = _read(path).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: a policy file must be UTF-8 TOML: {exc}") from exc
-    return Policy.from_toml(text)
+    return Policy.from_toml(_read_text(path))
 
 
 def server_attester(sa: ServerAttestationFileConfig) -> Any:
@@ -495,7 +499,7 @@ def _start(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     path: Path = args.config
-    cfg = parse_server_config(_read(path, MAX_CONFIG_BYTES).decode("utf-8"), base_dir=path.parent)
+    cfg = parse_server_config(_read_text(path, MAX_CONFIG_BYTES), base_dir=path.parent)
     server = build_server(cfg)
     stop = threading.Event()
 
@@ -544,7 +548,7 @@ def _forget_client(args: argparse.Namespace) -> int:
     from fedtee.server.store import StateStore
 
     path: Path = args.config
-    cfg = parse_server_config(_read(path, MAX_CONFIG_BYTES).decode("utf-8"), base_dir=path.parent)
+    cfg = parse_server_config(_read_text(path, MAX_CONFIG_BYTES), base_dir=path.parent)
     database = StatePaths.of(cfg.state_dir).database
     if not database.is_file():  # opening would create an empty store
         raise ConfigError(f"no state store at {database}: has this server run yet?")

@@ -200,5 +200,16 @@ def test_a_policy_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> Non
 
     bad = tmp_path / "policy.toml"
     bad.write_bytes(b"version = 1\n# \xff\xfe not UTF-8\n")
-    with pytest.raises(ConfigError, match="must be UTF-8"):
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_policy(bad)
+
+
+def test_a_server_config_that_is_not_utf8_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedtee.cli.main import main
+
+    bad = tmp_path / "server.toml"
+    bad.write_bytes(b"[federation]\nid = \"\xff\"\n")
+    assert main(["server", "start", "--config", str(bad)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
