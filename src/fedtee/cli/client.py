@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedtee.attest.model import Attester, TeeType
-from fedtee.client.config import PROFILES, ClientConfig, parse_client_config
+from fedtee.cli._files import read_bounded, read_text
+from fedtee.client.config import MAX_CONFIG_BYTES, PROFILES, ClientConfig, parse_client_config
 from fedtee.client.runtime import (
     ClientEvent,
     ClientRuntime,
@@ -55,9 +56,9 @@ def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
 
         try:
             root = sim.SimRoot.from_pem(
-                config.sim_root_cert.read_bytes(), config.sim_root_key.read_bytes()
+                read_bounded(config.sim_root_cert), read_bounded(config.sim_root_key)
             )
-        except (OSError, ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"cannot load the sim root: {exc}") from exc
         platform = sim.SimPlatform.generate(root)
         attester: Attester = sim.SimAttester(
@@ -75,12 +76,7 @@ def build_attester(config: ClientConfig, measurement: bytes) -> Attester:
     if config.tee is TeeType.TPM:
         from fedtee.attest.attesters.tpm import TpmAttester
 
-        ek_chain = b""
-        if config.ek_chain is not None:
-            try:
-                ek_chain = config.ek_chain.read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"cannot read [tee] ek_chain {config.ek_chain}: {exc}") from exc
+        ek_chain = b"" if config.ek_chain is None else read_bounded(config.ek_chain)
         tpm = TpmAttester(tcti=config.tcti, ek_chain=ek_chain)
         try:
             # The code measurement goes into PCR 23 at start: the quote then proves it.
@@ -104,10 +100,7 @@ def connect(config: ClientConfig, *, pinned: PinnedServer | None = None) -> Tran
 
 
 def _ca_pem(config: ClientConfig) -> bytes:
-    try:
-        return config.ca_cert.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read [server] ca_cert {config.ca_cert}: {exc}") from exc
+    return read_bounded(config.ca_cert)
 
 
 def pin(config: ClientConfig) -> PinnedServer:
@@ -195,12 +188,8 @@ def _start(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     path = Path(args.config)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
     config = parse_client_config(
-        text,
+        read_text(path, MAX_CONFIG_BYTES),
         base_dir=path.resolve().parent,
         tee_override=args.tee,
         detect_tee=detect_tee,

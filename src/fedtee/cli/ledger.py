@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fedtee import identity
+from fedtee.cli._files import read_bounded
 from fedtee.errors import ConfigError, LedgerError
 from fedtee.ledger.log import MAX_LEDGER_BYTES, LedgerReport, verify_ledger
 
@@ -57,18 +58,8 @@ def register(subparsers: Any) -> None:
     group.set_defaults(handler=lambda _args: (group.print_help(), 2)[1])
 
 
-def _read(path: Path, limit: int) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise ConfigError(f"{path} is {size} bytes; the limit is {limit}")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-
-
 def _server_key_der(path: Path) -> bytes:
-    pem = _read(path, _MAX_PEM_BYTES)
+    pem = read_bounded(path, _MAX_PEM_BYTES)
     try:
         key: Any = (
             x509.load_pem_x509_certificate(pem).public_key()
@@ -85,7 +76,7 @@ def _server_key_der(path: Path) -> bytes:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    data = _read(args.path, MAX_LEDGER_BYTES)
+    data = read_bounded(args.path, MAX_LEDGER_BYTES)
     key = _server_key_der(args.server_key) if args.server_key is not None else None
     try:
         report = verify_ledger(data, server_public_key=key)

@@ -40,10 +40,11 @@ from typing import Any
 
 from fedtee import tensors
 from fedtee.attest.model import CollateralSource, TeeType, TrustAnchors
+from fedtee.cli._files import read_bounded as _read
+from fedtee.cli._files import read_text as _read_text
 from fedtee.errors import ConfigError
 
 MAX_CONFIG_BYTES = 64 * 1024
-MAX_FILE_BYTES = 1 << 20
 MAX_MODEL_FILE_BYTES = 1 << 32
 
 _SCHEMA: dict[str, set[str]] = {
@@ -271,25 +272,6 @@ def _with_server_attestation(
     if tee not in ("tpm", "auto") and (sa.tcti or sa.ek_chain):
         raise ConfigError("[server_attestation] tcti and ek_chain apply only to tee = 'tpm'")
     return dataclasses.replace(cfg, server_attestation=sa)
-
-
-def _read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if len(data) > limit:
-        raise ConfigError(f"{path} is larger than {limit} bytes")
-    return data
-
-
-def _read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
-    """A bounded UTF-8 text file (configs, policies); anything else is a ConfigError."""
-    try:
-        return _read(path, limit).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
 
 
 def _file_chunks(path: Path, limit: int) -> Callable[[], Iterator[bytes]]:

@@ -140,3 +140,16 @@ def test_type_auto_resolves_through_detection_on_a_fake_configfs_tree(
         detect_tee=lambda: detect(root=tmp_path / "machine", filesystem=kernel),
     )
     assert config.tee is TeeType.SEV_SNP
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"[server]\naddress = \"\xff\"\n", "is not UTF-8 text"), (b"#" * 70_000, "is larger than")],
+)
+def test_client_config_that_is_not_utf8_or_too_large_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    bad = tmp_path / "client.toml"
+    bad.write_bytes(content)
+    assert main(["client", "start", "--config", str(bad)]) == 2
+    assert message in capsys.readouterr().err
