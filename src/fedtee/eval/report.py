@@ -705,7 +705,6 @@ def render(
     command: str,
     plots: Sequence[tuple[PlotSpec, Path]],
     plot_note: str,
-    out: Path,
     data_rel: str,
 ) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -806,7 +805,6 @@ def render(
         *(f'- <a id="ref-{c.key}"></a>[{c.key}] {c.text}. <{c.url}>' for c in CITATIONS.values()),
         "",
     ]
-    del out
     return "\n".join(parts)
 
 
@@ -872,7 +870,6 @@ def generate(
         command=command,
         plots=plots,
         plot_note=note,
-        out=out,
         data_rel=data_dir.name,
     )
     out.write_text(text)

@@ -88,7 +88,6 @@ def _render(m: Measurements, tmp_path: Path) -> str:
         command="fedtee eval report --quick",
         plots=[],
         plot_note="no plots in this test",
-        out=tmp_path / "evaluation.md",
         data_rel="evaluation",
     )
 
