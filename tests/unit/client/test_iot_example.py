@@ -3,6 +3,9 @@ the same cross-entropy and accuracy as one pass over all readings."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -47,3 +50,31 @@ def test_a_model_of_the_wrong_shape_is_a_config_error() -> None:
     bad = {**iot.initial_arrays(), "w2": np.zeros((3, 3), dtype=np.float32)}
     with pytest.raises(ConfigError):
         trainer.fit(bad, {})
+
+
+def test_draws_are_reproducible_and_distributed_as_named() -> None:
+    a, b = iot.Draws(7, 1, 4), iot.Draws(7, 1, 4)
+    assert np.array_equal(a.bits(1000), b.bits(1000))
+    assert not np.array_equal(iot.Draws(7, 1, 4).bits(8), iot.Draws(7, 2, 4).bits(8))
+    assert not np.array_equal(a.bits(8), a.bits(8))  # the stream moves on
+    u = iot.Draws(1).uniform(100_000)
+    assert u.min() > 0 and u.max() <= 1 and abs(u.mean() - 0.5) < 0.01
+    z = iot.Draws(2).normal((200, 500))
+    assert z.shape == (200, 500)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert abs(np.mean(np.abs(z) < 1.96) - 0.95) < 0.005
+    p = np.array([0.1, 0.6, 0.3])
+    counts = np.bincount(iot.Draws(3).choice(3, 60_000, p), minlength=3) / 60_000
+    assert np.allclose(counts, p, atol=0.01)
+    order = iot.Draws(4).permutation(257)
+    assert sorted(order.tolist()) == list(range(257)) and order.tolist() != list(range(257))
+
+
+def test_the_example_does_not_load_numpy_random() -> None:
+    code = (
+        "import sys; from fedtee.client.examples import iot; "
+        "t = iot.IotTrainer(partition=0, num_partitions=2); t.fit(iot.initial_arrays(), {}); "
+        "print('numpy.random' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -15,6 +15,7 @@ This file's bytes are what an IoT example client's code measurement covers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,25 +48,86 @@ class Readings:
     labels: NDArray[np.int64]  # (n,)
 
 
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+
+
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * _M1) & _MASK
+    z = ((z ^ (z >> 27)) * _M2) & _MASK
+    return z ^ (z >> 31)
+
+
+class Draws:
+    """A reproducible stream of random numbers from the integers in ``key``: SplitMix64
+    (Steele, Lea and Flood, OOPSLA 2014) over a counter, in numpy integer arithmetic.
+
+    The example needs a few tens of thousands of draws, not numpy.random, whose extension
+    modules alone cost a device about 2.5 MiB of resident memory (docs/iot.md)."""
+
+    def __init__(self, *key: int) -> None:
+        state = 0
+        for k in key:
+            state = _mix64((state + _GOLDEN + (k & _MASK)) & _MASK)
+        self._state = state
+        self._drawn = 0
+
+    def bits(self, n: int) -> NDArray[np.uint64]:
+        """``n`` uniformly distributed 64-bit words (uint64 arithmetic wraps, as it must)."""
+        counter = np.arange(self._drawn + 1, self._drawn + n + 1, dtype=np.uint64)
+        self._drawn += n
+        z = counter * np.uint64(_GOLDEN) + np.uint64(self._state)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
+        out: NDArray[np.uint64] = z ^ (z >> np.uint64(31))
+        return out
+
+    def uniform(self, n: int) -> NDArray[np.float64]:
+        """``n`` draws from (0, 1]: the top 53 bits of each word."""
+        top = (self.bits(n) >> np.uint64(11)) + np.uint64(1)
+        return top.astype(np.float64) * 2.0**-53
+
+    def normal(self, shape: tuple[int, ...]) -> NDArray[np.float64]:
+        """Standard normal draws (Box-Muller), as an array of ``shape``."""
+        size = math.prod(shape)
+        half = (size + 1) // 2
+        radius = np.sqrt(-2.0 * np.log(self.uniform(half)))
+        angle = 2.0 * np.pi * self.uniform(half)
+        both = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])
+        return both[:size].reshape(shape)
+
+    def choice(self, k: int, n: int, p: NDArray[np.float64]) -> NDArray[np.int64]:
+        """``n`` draws from ``0..k-1`` with probabilities ``p`` (inverse of the CDF)."""
+        cdf = np.cumsum(p[:k])
+        picked: NDArray[np.intp] = np.searchsorted(cdf, self.uniform(n) * cdf[-1], side="left")
+        return np.minimum(picked, k - 1).astype(np.int64)
+
+    def permutation(self, n: int) -> NDArray[np.int64]:
+        """A random order of ``0..n-1``."""
+        return np.argsort(self.bits(n), kind="stable").astype(np.int64)
+
+
 def readings(*, partition: int, num_partitions: int, seed: int, n: int) -> Readings:
     """``n`` readings for one client: events skewed towards two kinds per partition."""
-    centres = np.random.default_rng(DATA_SEED).standard_normal((NUM_CLASSES, NUM_FEATURES))
-    rng = np.random.default_rng([seed, partition, num_partitions])
+    centres = Draws(DATA_SEED).normal((NUM_CLASSES, NUM_FEATURES))
+    draws = Draws(seed, partition, num_partitions)
     favoured = {partition % NUM_CLASSES, (partition + 1) % NUM_CLASSES}
     weights = np.array([4.0 if c in favoured else 1.0 for c in range(NUM_CLASSES)])
-    labels = rng.choice(NUM_CLASSES, size=n, p=weights / weights.sum()).astype(np.int64)
-    noise = rng.standard_normal((n, NUM_FEATURES)) * NOISE
+    labels = draws.choice(NUM_CLASSES, n, weights / weights.sum())
+    noise = draws.normal((n, NUM_FEATURES)) * NOISE
     features = (centres[labels] + noise).astype(np.float32)
     return Readings(features=features, labels=labels)
 
 
 def initial_arrays(seed: int = 0) -> Arrays:
     """Round 0's global model: He-initialised weights, zero biases."""
-    rng = np.random.default_rng(seed)
+    draws = Draws(seed)
     return {
-        "w1": (rng.standard_normal(_SHAPES["w1"]) * np.sqrt(2 / NUM_FEATURES)).astype(np.float32),
+        "w1": (draws.normal(_SHAPES["w1"]) * np.sqrt(2 / NUM_FEATURES)).astype(np.float32),
         "b1": np.zeros(HIDDEN, dtype=np.float32),
-        "w2": (rng.standard_normal(_SHAPES["w2"]) * np.sqrt(2 / HIDDEN)).astype(np.float32),
+        "w2": (draws.normal(_SHAPES["w2"]) * np.sqrt(2 / HIDDEN)).astype(np.float32),
         "b2": np.zeros(NUM_CLASSES, dtype=np.float32),
     }
 
@@ -104,7 +166,7 @@ class IotTrainer:
         self.data = readings(
             partition=partition, num_partitions=num_partitions, seed=seed, n=SAMPLES_PER_CLIENT
         )
-        self._rng = np.random.default_rng([seed, partition, 1])
+        self._draws = Draws(seed, partition, 1)
 
     def fit(self, arrays: Arrays, config: dict[str, str]) -> FitResult:
         cfg = {**DEFAULTS, **config}
@@ -115,7 +177,7 @@ class IotTrainer:
         x_all, y_all = self.data.features, self.data.labels
         n = y_all.shape[0]
         for _ in range(epochs):
-            order = self._rng.permutation(n)
+            order = self._draws.permutation(n)
             for start in range(0, n, batch):
                 idx = order[start : start + batch]
                 x = x_all[idx]
@@ -156,4 +218,4 @@ class IotTrainer:
         )
 
 
-__all__ = ["NUM_PARAMETERS", "IotTrainer", "initial_arrays", "readings"]
+__all__ = ["NUM_PARAMETERS", "Draws", "IotTrainer", "initial_arrays", "readings"]
