@@ -40,8 +40,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,13 +62,14 @@ from fedtee.ledger.receipts import (
     receipt_hash,
     verify_receipt,
 )
-from fedtee.server.artifacts import Artifact, ArtifactStore, ReleasingArrays
+from fedtee.server.artifacts import Artifact, ArtifactStore, MappedArtifact, ReleasingArrays
 from fedtee.server.store import (
     ClientRecord,
     FederationStatus,
     RoundRecord,
     RoundStatus,
     StateStore,
+    UpdateRecord,
 )
 from fedtee.server.strategy import Strategy
 from fedtee.server.uploads import PartialUploads
@@ -119,6 +122,28 @@ def _ledger_receipt_hashes(data: bytes) -> set[bytes]:
 
 class _UploadParked(UpdateRejected):
     """The stream broke off; what arrived is kept so the client can resume the upload."""
+
+
+class _StoredUpdate(Mapping[str, NDArray[Any]]):
+    """A stored update's tensors (views of its memory map, or decoded lazily) and
+    :meth:`release`, which drops the map's resident pages: FedAvg.accumulate_many calls it
+    as it walks the model, so folding N updates keeps a bounded part of them resident."""
+
+    def __init__(self, arrays: Mapping[str, NDArray[Any]], mapped: MappedArtifact) -> None:
+        self._arrays = arrays
+        self._mapped = mapped
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def release(self) -> None:
+        self._mapped.release()
 
 
 class _AlreadyAccepted(Exception):
@@ -758,16 +783,7 @@ class RoundManager:
                 output = logged[1]  # a retry: the ledger already names this round's output
             else:
                 self._ledger_round(rnd.number)  # every input's receipt precedes the aggregation
-                assert self._spec is not None
-                self._strategy.begin(self._spec)
-                for upd in updates:
-                    self._strategy.accumulate(
-                        self._open_update(upd.update_digest), upd.num_examples
-                    )
-                # Encoded straight from the strategy's arrays, chunk by chunk, to disk.
-                output = self._artifacts.put_chunks(
-                    tensors.encode_stream(self._strategy.finalize()).chunks(self._chunk_bytes)
-                ).digest
+                output = self._aggregate(updates)
                 self._ledger.aggregation(
                     round=rnd.number,
                     inputs=[u.receipt_hash for u in updates],
@@ -801,6 +817,65 @@ class RoundManager:
         self._last_delivered = len(updates)
         self._ledger.checkpoint(now_ms=now_ms)
         self._after_close(rnd, next_model=next_model)
+
+    def _aggregate(self, updates: Sequence[UpdateRecord]) -> bytes:
+        """Fold the round's stored updates into a new global model; its artifact's digest.
+
+        Each stored update is re-hashed against the digest its receipt names (a file changed
+        on disk since its upload was checked must not count), in a thread pool, one update
+        per thread, with ``pread`` (SHA-256 releases the GIL, so updates hash in parallel on
+        as many cores as there are, and no file pages stay resident). A strategy with
+        ``accumulate_many`` (FedAvg) folds all updates block by block meanwhile, from
+        memory maps of the same files, and the new model is finalised only after every
+        digest has matched: a mismatch raises STORAGE_CORRUPT and nothing is written (the
+        strategy's partial sums are dropped by the next ``begin``). A strategy with only
+        ``accumulate`` is handed each update after its digest has matched.
+        """
+        assert self._spec is not None
+        strategy = self._strategy
+        strategy.begin(self._spec)
+        many = getattr(strategy, "accumulate_many", None)
+        workers = max(1, min(len(updates), os.cpu_count() or 1))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedtee-rehash")
+        try:
+            rehashed = [pool.submit(self._rehash, u.update_digest) for u in updates]
+            try:
+                if callable(many):
+                    many([(self._stored_update(u.update_digest), u.num_examples) for u in updates])
+                else:
+                    for upd, check in zip(updates, rehashed, strict=True):
+                        check.result()
+                        strategy.accumulate(
+                            self._open_update(upd.update_digest, verify=False), upd.num_examples
+                        )
+            except UpdateRejected:
+                # A stored update that fails its checks now was changed on disk: say so.
+                for check in rehashed:
+                    check.result()
+                raise
+            for check in rehashed:
+                check.result()  # StorageError(STORAGE_CORRUPT): nothing is finalised
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        # Encoded straight from the strategy's arrays, chunk by chunk, to disk.
+        return self._artifacts.put_chunks(
+            tensors.encode_stream(strategy.finalize()).chunks(self._chunk_bytes)
+        ).digest
+
+    def _rehash(self, digest: bytes) -> None:
+        """StorageError unless the stored artifact still hashes to ``digest``."""
+        for _ in self._artifacts.iter_chunks(digest, chunk_size=self._chunk_bytes):
+            pass  # iter_chunks hashes as it reads and raises on a mismatch at the end
+
+    def _stored_update(self, digest: bytes) -> _StoredUpdate:
+        """A stored update for the round close, mapped but not yet re-hashed (see
+        :meth:`_aggregate`); the pages its header parse touched are released at once, so
+        opening thousands of updates costs no resident memory."""
+        assert self._spec is not None and self._global is not None
+        mapped = self._artifacts.map(digest, verify=False)
+        arrays = codec.open_update(mapped.view, spec=self._spec, global_arrays=self._global)
+        mapped.release()
+        return _StoredUpdate(arrays, mapped)
 
     def _ledger_round(self, number: int) -> None:
         """Append a ledger receipt for every accepted update of round ``number`` the ledger

@@ -4,25 +4,33 @@ The round loop (elsewhere) calls, per round::
 
     selected = strategy.configure_round(round, available_clients)
     strategy.begin(global_spec)
-    for each accepted update, as it arrives:  strategy.accumulate(arrays, num_examples)
+    strategy.accumulate_many([(arrays, num_examples), ...])   # if the strategy offers it
+    # otherwise, for each update:                 strategy.accumulate(arrays, num_examples)
     new_global = strategy.finalize()
 
-Updates are folded in one at a time, so a strategy holds one model-sized accumulator however
-many clients take part; a server never keeps clients x model bytes in memory. Strategies see
-only checked numpy arrays and example counts: they never import fedtee.attest, and trust
-decisions are made before an update reaches them.
+A strategy holds one model-sized accumulator however many clients take part; a server never
+keeps clients x model bytes in memory. Strategies see only numpy arrays and example counts:
+they never import fedtee.attest, and trust decisions are made before an update reaches them.
+
+``accumulate`` (one update at a time) is all a third-party strategy needs. FedAvg also offers
+``accumulate_many``, the path the round loop takes at round close: it walks the model block
+by block and folds that block of every update while the accumulator's block stays in the CPU
+cache, so the model-sized accumulator crosses memory once per group of updates instead of once
+per update (see :meth:`FedAvg.accumulate_many`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedtee.errors import Reason, UpdateRejected
-from fedtee.tensors import FINITE_BLOCK, Arrays, ModelSpec, all_finite, check_update
+from fedtee.tensors import FINITE_BLOCK, Arrays, ModelSpec, TensorSpec, all_finite, check_update
+
+Update = Mapping[str, NDArray[Any]]
 
 
 @runtime_checkable
@@ -48,15 +56,70 @@ class Strategy(Protocol):
         ...
 
 
-# Elements per block when folding an update in: a block of the update, its weighted copy and
-# the accumulator's block stay in the CPU cache, so each update is read from memory once for
-# the finiteness check and once to accumulate, with no model-sized temporaries.
-BLOCK = 1 << 16
+@runtime_checkable
+class Releasable(Protocol):
+    """An update whose tensors are views of a file map: ``release()`` drops the pages read so
+    far from the process's resident set (they stay in the page cache). ``accumulate_many``
+    calls it as it walks the model, so folding N mapped updates keeps a bounded number of
+    their pages resident, not N models."""
+
+    def release(self) -> None: ...
+
+
+# Elements per block: a block of every update of a group (cast to the accumulator's dtype),
+# their weighted sum and the accumulator's block stay in the CPU cache (GROUP x BLOCK x 8
+# bytes = 1 MiB of staging for float64).
+BLOCK = 1 << 13
+# Updates folded together per pass over the accumulator: the accumulator (8 bytes a parameter
+# for float64) is read and written once per GROUP updates instead of once per update.
+GROUP = 16
+# Decoded (not memory-mapped) tensors held at once by a group, e.g. of compressed updates,
+# which decode into new arrays: a group closes once it holds this many bytes of them.
+GROUP_DECODED_BYTES = 64 << 20
+# Bytes of mapped update pages a group reads between two calls of Releasable.release().
+WINDOW_BYTES = 16 << 20
 ACCUMULATORS = ("float64", "float32")
 
 
 def _blocks(size: int) -> range:
     return range(0, size, BLOCK)
+
+
+def _checked_count(num_examples: object) -> int:
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise UpdateRejected(
+            f"num_examples must be a positive integer, got {num_examples!r}",
+            reason=Reason.UPDATE_MALFORMED,
+        )
+    return num_examples
+
+
+def _nonfinite(name: str) -> UpdateRejected:
+    return UpdateRejected(
+        f"tensor {name!r} holds NaN or infinite values", reason=Reason.UPDATE_NONFINITE
+    )
+
+
+def _tensor(update: Update, name: str, expected: TensorSpec) -> NDArray[Any]:
+    """``update[name]`` read once, after checking its shape and dtype against the model."""
+    array = np.asarray(update[name])
+    found = ModelSpec.of({name: array}).tensors[name]
+    if found != expected:
+        raise UpdateRejected(
+            f"tensor {name!r} is {found.dtype} {list(found.shape)}, "
+            f"expected {expected.dtype} {list(expected.shape)}",
+            reason=Reason.UPDATE_SHAPE_MISMATCH,
+        )
+    return array
+
+
+class _Rejected(Exception):
+    """Update ``index`` of an accumulate_many batch was rejected with ``error``."""
+
+    def __init__(self, index: int, error: UpdateRejected) -> None:
+        super().__init__(index)
+        self.index = index
+        self.error = error
 
 
 class FedAvg:
@@ -68,8 +131,10 @@ class FedAvg:
     tensors (integer and float64 tensors keep float64) at the cost of float32 rounding in the
     running sum (relative error about ``n_updates * 6e-8`` in the worst case).
 
-    Each update is checked whole (shape, dtype, finiteness) before any of it is added, so a
-    rejected update leaves the accumulator untouched; then it is folded in block by block.
+    A rejected update (names, shapes, dtypes, NaN or infinity, a bad example count) leaves the
+    accumulator as if it had never been offered: :meth:`accumulate` checks an update whole
+    before adding any of it; :meth:`accumulate_many` checks each block before adding it and,
+    if an update fails part-way, rebuilds the accumulator from the updates before it.
 
     Selection: if ``clients_per_round`` is set, clients are sorted and a window of that size
     rotates with the round number, so every client gets turns and selection is reproducible.
@@ -89,7 +154,7 @@ class FedAvg:
         self._spec: ModelSpec | None = None
         self._acc: dict[str, NDArray[Any]] = {}
         self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}
-        self._mask: NDArray[np.bool_] = np.empty(FINITE_BLOCK, dtype=np.bool_)
+        self._mask: NDArray[np.bool_] = np.empty(max(FINITE_BLOCK, BLOCK), dtype=np.bool_)
         self._total = 0
         self._count = 0
 
@@ -125,23 +190,24 @@ class FedAvg:
     def total_examples(self) -> int:
         return self._total
 
-    def accumulate(self, update: Mapping[str, NDArray[Any]], num_examples: int) -> None:
+    def _require_spec(self) -> ModelSpec:
         if self._spec is None:
-            raise RuntimeError("begin() must be called before accumulate()")
-        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-            raise UpdateRejected(
-                f"num_examples must be a positive integer, got {num_examples!r}",
-                reason=Reason.UPDATE_MALFORMED,
-            )
-        found = ModelSpec.of(update)
-        if found.tensors != self._spec.tensors:
-            check_update(update, spec=self._spec)  # raises with the precise mismatch
-        for name in self._acc:
-            if not all_finite(np.asarray(update[name]), scratch=self._mask):
-                raise UpdateRejected(
-                    f"tensor {name!r} holds NaN or infinite values",
-                    reason=Reason.UPDATE_NONFINITE,
-                )
+            raise RuntimeError("begin() must be called before accumulating")
+        return self._spec
+
+    def _check_names(self, update: Update) -> None:
+        spec = self._require_spec()
+        if set(update) != set(spec.tensors):
+            check_update(update, spec=spec)  # raises with the precise mismatch
+
+    def accumulate(self, update: Mapping[str, NDArray[Any]], num_examples: int) -> None:
+        """Fold one update in: each tensor is read twice (checked whole, then added)."""
+        spec = self._require_spec()
+        num_examples = _checked_count(num_examples)
+        self._check_names(update)
+        for name, expected in spec.tensors.items():
+            if not all_finite(_tensor(update, name, expected), scratch=self._mask):
+                raise _nonfinite(name)
         weight = float(num_examples)
         for name, acc in self._acc.items():
             flat_u = np.asarray(update[name]).reshape(-1)
@@ -156,6 +222,119 @@ class FedAvg:
                 np.add(a, s, out=a)
         self._total += num_examples
         self._count += 1
+
+    def accumulate_many(self, updates: Sequence[tuple[Update, int]]) -> None:
+        """Fold ``updates`` in, with the result and the rejections of calling
+        :meth:`accumulate` for each in order: if one is rejected, the updates before it are
+        folded, it and those after it are not, and its UpdateRejected is raised.
+
+        Right after :meth:`begin` (the round loop's case) the model is walked tensor by
+        tensor and block by block; for each block, the block of every update of a group of
+        up to GROUP updates is cast into a cache-resident staging array, their weighted sum
+        is taken (``einsum``), checked finite and added to the accumulator's block. Each
+        tensor of each update is read once (an encoded update is decoded once per tensor),
+        and the accumulator is read and written once per group, not once per update.
+        Updates that are :class:`Releasable` have their pages released every WINDOW_BYTES.
+
+        A block is added only once it is known finite, but an update can fail in a later
+        block or tensor than one already added; then the accumulator is rebuilt from zero
+        with the updates before it (the round loop's updates were all checked on upload, so
+        that costs nothing in practice). Called after updates were already accumulated this
+        round, it falls back to :meth:`accumulate` per update, which needs no rebuild.
+        """
+        self._require_spec()
+        if not updates:
+            return
+        if self._count:
+            for update, num_examples in updates:
+                self.accumulate(update, num_examples)
+            return
+        try:
+            self._fold_all(updates)
+        except _Rejected as bad:
+            for acc in self._acc.values():
+                acc.fill(0)
+            self._total = 0
+            self._count = 0
+            self.accumulate_many(updates[: bad.index])  # raises for an earlier one, if any
+            raise bad.error from None
+
+    def _fold_all(self, updates: Sequence[tuple[Update, int]]) -> None:
+        spec = self._require_spec()
+        weights: list[float] = []
+        for index, (update, num_examples) in enumerate(updates):
+            try:
+                weights.append(float(_checked_count(num_examples)))
+                self._check_names(update)
+            except UpdateRejected as exc:
+                raise _Rejected(index, exc) from None
+        releases = [u.release if isinstance(u, Releasable) else None for u, _ in updates]
+        for name, acc in self._acc.items():
+            expected = spec.tensors[name]
+            start = 0
+            while start < len(updates):
+                group: list[NDArray[Any]] = []
+                decoded = 0
+                while start + len(group) < len(updates) and len(group) < GROUP:
+                    index = start + len(group)
+                    try:
+                        array = _tensor(updates[index][0], name, expected)
+                    except UpdateRejected as exc:
+                        raise _Rejected(index, exc) from None
+                    group.append(array.reshape(-1))
+                    if array.base is None:  # a decoded copy, not a view of a file map
+                        decoded += array.nbytes
+                        if decoded >= GROUP_DECODED_BYTES:
+                            break
+                end = start + len(group)
+                self._fold_group(
+                    name,
+                    acc.reshape(-1),
+                    group,
+                    weights[start:end],
+                    first=start,
+                    releases=[r for r in releases[start:end] if r is not None],
+                )
+                start = end
+        self._total += sum(int(n) for _, n in updates)
+        self._count += len(updates)
+
+    def _fold_group(
+        self,
+        name: str,
+        acc: NDArray[Any],
+        group: list[NDArray[Any]],
+        weights: list[float],
+        *,
+        first: int,
+        releases: list[Callable[[], None]],
+    ) -> None:
+        """Add ``sum(weights[k] * group[k])`` to ``acc``, block by block, each block only
+        once it is known finite; ``first`` is the batch index of ``group[0]``."""
+        stage = self._scratch.get(acc.dtype)
+        if stage is None:
+            stage = self._scratch[acc.dtype] = np.empty((GROUP + 1, BLOCK), dtype=acc.dtype)
+        rows, summed = stage[: len(group)], stage[GROUP]
+        w = np.array(weights, dtype=acc.dtype)
+        check = group[0].dtype.kind == "f"
+        # Release the members' mapped pages every WINDOW_BYTES read (whole blocks).
+        window = max(1, WINDOW_BYTES // (len(group) * group[0].itemsize * BLOCK)) * BLOCK
+        for i in _blocks(acc.size):
+            n = min(BLOCK, acc.size - i)
+            s, out = rows[:, :n], summed[:n]
+            for row, array in zip(s, group, strict=True):
+                np.copyto(row, array[i : i + n])
+            np.einsum("k,kn->n", w, s, out=out)
+            if check and not bool(np.isfinite(out, out=self._mask[:n]).all()):
+                for k, row in enumerate(s):
+                    if not bool(np.isfinite(row, out=self._mask[:n]).all()):
+                        raise _Rejected(first + k, _nonfinite(name))
+                # Finite inputs whose weighted sum overflowed: added, as accumulate would.
+            block = acc[i : i + n]
+            np.add(block, out, out=block)
+            if (i + n) % window == 0 or i + n == acc.size:
+                for release in releases:
+                    release()
 
     def finalize(self) -> Arrays:
         if self._spec is None or self._total == 0:
@@ -176,4 +355,4 @@ class FedAvg:
         return out
 
 
-__all__ = ["FedAvg", "Strategy"]
+__all__ = ["FedAvg", "Releasable", "Strategy"]
