@@ -92,6 +92,7 @@ def connect(config: ClientConfig, *, pinned: PinnedServer | None = None) -> Tran
     """The gRPC transport; pinned to ``pinned``'s certificate when given (mutual attestation)."""
     from fedtee.client.grpc_transport import GrpcTransport
 
+    _stage("gRPC and the wire modules imported")
     return GrpcTransport.connect(
         address=config.server_address,
         ca_pem=pinned.certificate_pem if pinned is not None else _ca_pem(config),
@@ -140,6 +141,7 @@ def _printer(client_id: str) -> Any:
         if event.detail:
             parts.append(event.detail)
         print(" ".join(parts), flush=True)
+        _stage(f"event {event.kind}")
 
     return show
 
@@ -156,28 +158,76 @@ def detect_tee() -> str:
 
 
 REPORT_ENV = "FEDTEE_CLIENT_REPORT"  # a file: at exit, loaded modules and peak RSS (JSON)
+_STAGES: list[dict[str, Any]] = []  # (with REPORT_ENV) memory after each stage of the run
 
 
-def _write_report(path: str) -> None:
-    """For tests and bench/bench_iot.py: which top-level modules this client process loaded
-    (the IoT profile's import allow-list is checked against them) and its peak RSS."""
+def _proc_status() -> dict[str, int]:
+    """VmHWM (peak resident set), VmRSS and VmPeak (peak address space) in KiB; empty when
+    /proc is not there (not Linux)."""
     status: dict[str, int] = {}
     try:
         for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
             key, _, value = line.partition(":")
-            if key in ("VmHWM", "VmPeak"):
+            if key in ("VmHWM", "VmRSS", "VmPeak"):
                 status[key] = int(value.split()[0])
     except (OSError, ValueError, IndexError):
-        status = {}  # not Linux: the module list still counts
+        return {}
+    return status
+
+
+def _stage(name: str) -> None:
+    """With REPORT_ENV set, note the process's memory now (bench/bench_iot.py shows where a
+    round's memory goes: imports, attester, gRPC channel, enrolment, training, upload)."""
+    if os.environ.get(REPORT_ENV):
+        status = _proc_status()
+        _STAGES.append(
+            {
+                "stage": name,
+                "vm_hwm_kib": status.get("VmHWM", 0),
+                "vm_rss_kib": status.get("VmRSS", 0),
+                "modules": len(sys.modules),
+            }
+        )
+
+
+def _resident_by_mapping() -> dict[str, int]:
+    """Resident KiB per mapping now (/proc/self/smaps), by file name; anonymous memory as
+    [anon] (Python objects, arrays, malloc), [heap] and [stack]. Empty when not Linux."""
+    totals: dict[str, int] = {}
+    name = "[anon]"
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+            for line in smaps:
+                fields = line.split()
+                if not fields:
+                    continue
+                if "-" in fields[0] and not fields[0].endswith(":"):
+                    name = fields[5].rsplit("/", 1)[-1] if len(fields) > 5 else "[anon]"
+                elif fields[0] == "Rss:":
+                    totals[name] = totals.get(name, 0) + int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {key: kib for key, kib in totals.items() if kib}
+
+
+def _write_report(path: str) -> None:
+    """For tests and bench/bench_iot.py: which top-level modules this client process loaded
+    (the IoT profile's import allow-list is checked against them), its peak RSS and address
+    space, its memory after each stage (:func:`_stage`) and what is resident at exit, per
+    mapping."""
+    status = _proc_status()  # not Linux: the module list still counts
     report = {
         "modules": sorted({name.partition(".")[0] for name in sys.modules}),
         "vm_hwm_kib": status.get("VmHWM", 0),  # peak resident set
         "vm_peak_kib": status.get("VmPeak", 0),  # peak address space (what prlimit --as caps)
+        "stages": _STAGES,
+        "resident_kib": _resident_by_mapping(),
     }
     Path(path).write_text(json.dumps(report) + "\n")
 
 
 def _start(args: argparse.Namespace) -> int:
+    _stage("started: the CLI and the client's modules imported")
     try:
         return _run(args)
     finally:
@@ -200,10 +250,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     measurement = measure_trainer(config.trainer)
     print(f"[{config.client_id}] code measurement {measurement.hex()}", flush=True)
+    _stage("trainer built and measured")
     attester = build_attester(config, measurement)
+    _stage("attester ready")
     check = None
     if config.server_attestation is None:
         transport = connect(config)
+        _stage("gRPC channel made")
     else:
         try:
             pinned = pin(config)

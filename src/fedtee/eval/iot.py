@@ -51,6 +51,9 @@ class IotRun:
     model_bytes: int = 0  # the global model it downloaded
     accepted: bool = False
     cgroup_peak: int = 0  # bytes charged to the memory cgroup at most (RSS + page cache)
+    # (stage, peak resident set in bytes after it, resident set in bytes then), in order
+    stages: list[tuple[str, int, int]] = field(default_factory=list)
+    resident: dict[str, int] = field(default_factory=dict)  # bytes per mapping at exit
     wall_s: float = 0.0
     log: str = ""
 
@@ -246,6 +249,11 @@ def _round(
         run.modules = list(data["modules"])
         run.peak_rss = int(data["vm_hwm_kib"]) * KiB
         run.peak_address_space = int(data["vm_peak_kib"]) * KiB
+        run.stages = [
+            (str(s["stage"]), int(s["vm_hwm_kib"]) * KiB, int(s["vm_rss_kib"]) * KiB)
+            for s in data.get("stages", [])
+        ]
+        run.resident = {str(k): int(v) * KiB for k, v in data.get("resident_kib", {}).items()}
     _sizes(workdir / "state", run)
     return run
 
