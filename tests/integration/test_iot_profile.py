@@ -61,7 +61,7 @@ def test_the_iot_client_loads_only_numpy_grpc_protobuf_and_cryptography(tmp_path
     assert stages[0].startswith("started") and stages[-1] == "event finished"
     assert "gRPC channel made" in stages and "event update_accepted" in stages
     assert all(0 < rss <= 2 * run.peak_rss for _, _, rss in run.stages)
-    assert any(name.startswith("cygrpc") for name in run.resident)
+    assert any("cygrpc" in name for name in run.resident)
     assert 0 < sum(run.resident.values()) <= 2 * run.peak_rss
 
 

@@ -191,8 +191,10 @@ def _stage(name: str) -> None:
 
 
 def _resident_by_mapping() -> dict[str, int]:
-    """Resident KiB per mapping now (/proc/self/smaps), by file name; anonymous memory as
-    [anon] (Python objects, arrays, malloc), [heap] and [stack]. Empty when not Linux."""
+    """Resident KiB per mapping now (/proc/self/smaps): a library under site-packages by its
+    path there (``numpy/_core/...so``, ``grpc/_cython/...so``), any other file by its name,
+    anonymous memory as [anon] (Python objects, arrays, malloc), [heap] and [stack]. Empty
+    when not Linux."""
     totals: dict[str, int] = {}
     name = "[anon]"
     try:
@@ -202,7 +204,9 @@ def _resident_by_mapping() -> dict[str, int]:
                 if not fields:
                     continue
                 if "-" in fields[0] and not fields[0].endswith(":"):
-                    name = fields[5].rsplit("/", 1)[-1] if len(fields) > 5 else "[anon]"
+                    path = " ".join(fields[5:]) if len(fields) > 5 else "[anon]"
+                    _, site, under = path.partition("/site-packages/")
+                    name = under if site else path.rsplit("/", 1)[-1]
                 elif fields[0] == "Rss:":
                     totals[name] = totals.get(name, 0) + int(fields[1])
     except (OSError, ValueError, IndexError):
