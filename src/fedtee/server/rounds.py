@@ -197,6 +197,67 @@ class SubmitResult:
     message: str = ""
 
 
+def aggregate_stored(
+    strategy: Strategy,
+    *,
+    artifacts: ArtifactStore,
+    spec: ModelSpec,
+    global_arrays: Mapping[str, NDArray[Any]],
+    inputs: Sequence[tuple[bytes, int]],
+    chunk_bytes: int = 1 << 20,
+) -> Artifact:
+    """A round close: fold the stored updates ``inputs`` ((artifact digest, num_examples),
+    each checked on upload) into a new global model, stored as an artifact.
+
+    Each stored update is re-hashed against its digest (the one its receipt names: a file
+    changed on disk since its upload was checked must not count), in a thread pool, one
+    update per thread, with ``pread`` (SHA-256 releases the GIL, so updates hash in parallel
+    on as many cores as there are, and no file pages stay resident). A strategy with
+    ``accumulate_many`` (FedAvg) folds all updates block by block meanwhile, from memory
+    maps of the same files, and the new model is finalised only after every digest has
+    matched: a mismatch raises STORAGE_CORRUPT and nothing is written (the strategy's partial
+    sums are dropped by the next ``begin``). A strategy with only ``accumulate`` is handed
+    each update after its digest has matched.
+    """
+
+    def rehash(digest: bytes) -> None:
+        for _ in artifacts.iter_chunks(digest, chunk_size=chunk_bytes):
+            pass  # iter_chunks hashes as it reads and raises on a mismatch at the end
+
+    def stored(digest: bytes) -> _StoredUpdate:
+        # Mapped, not re-hashed; the pages the header parse touched are released at once,
+        # so opening thousands of updates costs no resident memory.
+        mapped = artifacts.map(digest, verify=False)
+        arrays = codec.open_update(mapped.view, spec=spec, global_arrays=global_arrays)
+        mapped.release()
+        return _StoredUpdate(arrays, mapped)
+
+    strategy.begin(spec)
+    many = getattr(strategy, "accumulate_many", None)
+    workers = max(1, min(len(inputs), os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedtee-rehash")
+    try:
+        rehashed = [pool.submit(rehash, digest) for digest, _ in inputs]
+        try:
+            if callable(many):
+                many([(stored(digest), n) for digest, n in inputs])
+            else:
+                for (digest, n), check in zip(inputs, rehashed, strict=True):
+                    check.result()
+                    strategy.accumulate(stored(digest), n)
+        except UpdateRejected:
+            # A stored update that fails its checks now was changed on disk: say so.
+            for check in rehashed:
+                check.result()
+            raise
+        for check in rehashed:
+            check.result()  # StorageError(STORAGE_CORRUPT): nothing is finalised
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    # Encoded straight from the strategy's arrays, chunk by chunk, to disk.
+    return artifacts.put_chunks(tensors.encode_stream(strategy.finalize()).chunks(chunk_bytes))
+
+
 class RoundManager:
     """Thread-safe; state transitions hold one lock, streaming does not."""
 
@@ -819,63 +880,15 @@ class RoundManager:
         self._after_close(rnd, next_model=next_model)
 
     def _aggregate(self, updates: Sequence[UpdateRecord]) -> bytes:
-        """Fold the round's stored updates into a new global model; its artifact's digest.
-
-        Each stored update is re-hashed against the digest its receipt names (a file changed
-        on disk since its upload was checked must not count), in a thread pool, one update
-        per thread, with ``pread`` (SHA-256 releases the GIL, so updates hash in parallel on
-        as many cores as there are, and no file pages stay resident). A strategy with
-        ``accumulate_many`` (FedAvg) folds all updates block by block meanwhile, from
-        memory maps of the same files, and the new model is finalised only after every
-        digest has matched: a mismatch raises STORAGE_CORRUPT and nothing is written (the
-        strategy's partial sums are dropped by the next ``begin``). A strategy with only
-        ``accumulate`` is handed each update after its digest has matched.
-        """
-        assert self._spec is not None
-        strategy = self._strategy
-        strategy.begin(self._spec)
-        many = getattr(strategy, "accumulate_many", None)
-        workers = max(1, min(len(updates), os.cpu_count() or 1))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedtee-rehash")
-        try:
-            rehashed = [pool.submit(self._rehash, u.update_digest) for u in updates]
-            try:
-                if callable(many):
-                    many([(self._stored_update(u.update_digest), u.num_examples) for u in updates])
-                else:
-                    for upd, check in zip(updates, rehashed, strict=True):
-                        check.result()
-                        strategy.accumulate(
-                            self._open_update(upd.update_digest, verify=False), upd.num_examples
-                        )
-            except UpdateRejected:
-                # A stored update that fails its checks now was changed on disk: say so.
-                for check in rehashed:
-                    check.result()
-                raise
-            for check in rehashed:
-                check.result()  # StorageError(STORAGE_CORRUPT): nothing is finalised
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        # Encoded straight from the strategy's arrays, chunk by chunk, to disk.
-        return self._artifacts.put_chunks(
-            tensors.encode_stream(strategy.finalize()).chunks(self._chunk_bytes)
-        ).digest
-
-    def _rehash(self, digest: bytes) -> None:
-        """StorageError unless the stored artifact still hashes to ``digest``."""
-        for _ in self._artifacts.iter_chunks(digest, chunk_size=self._chunk_bytes):
-            pass  # iter_chunks hashes as it reads and raises on a mismatch at the end
-
-    def _stored_update(self, digest: bytes) -> _StoredUpdate:
-        """A stored update for the round close, mapped but not yet re-hashed (see
-        :meth:`_aggregate`); the pages its header parse touched are released at once, so
-        opening thousands of updates costs no resident memory."""
         assert self._spec is not None and self._global is not None
-        mapped = self._artifacts.map(digest, verify=False)
-        arrays = codec.open_update(mapped.view, spec=self._spec, global_arrays=self._global)
-        mapped.release()
-        return _StoredUpdate(arrays, mapped)
+        return aggregate_stored(
+            self._strategy,
+            artifacts=self._artifacts,
+            spec=self._spec,
+            global_arrays=self._global,
+            inputs=[(u.update_digest, u.num_examples) for u in updates],
+            chunk_bytes=self._chunk_bytes,
+        ).digest
 
     def _ledger_round(self, number: int) -> None:
         """Append a ledger receipt for every accepted update of round ``number`` the ledger
@@ -907,4 +920,5 @@ __all__ = [
     "RoundManager",
     "RoundSettings",
     "SubmitResult",
+    "aggregate_stored",
 ]

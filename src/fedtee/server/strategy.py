@@ -67,9 +67,10 @@ class Releasable(Protocol):
 
 
 # Elements per block: a block of every update of a group (cast to the accumulator's dtype),
-# their weighted sum and the accumulator's block stay in the CPU cache (GROUP x BLOCK x 8
-# bytes = 1 MiB of staging for float64).
-BLOCK = 1 << 13
+# their weighted sum and the accumulator's block stay in the CPU caches (GROUP x BLOCK x 8
+# bytes = 2 MiB of staging for float64). Smaller blocks cost more numpy calls per byte than
+# they gain in locality (measured with bench/bench_aggregate.py).
+BLOCK = 1 << 14
 # Updates folded together per pass over the accumulator: the accumulator (8 bytes a parameter
 # for float64) is read and written once per GROUP updates instead of once per update.
 GROUP = 16
@@ -153,7 +154,8 @@ class FedAvg:
         self._narrow = accumulator == "float32"
         self._spec: ModelSpec | None = None
         self._acc: dict[str, NDArray[Any]] = {}
-        self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}
+        self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}  # accumulate: one block
+        self._stage: dict[np.dtype[Any], NDArray[Any]] = {}  # accumulate_many: GROUP + 1 blocks
         self._mask: NDArray[np.bool_] = np.empty(max(FINITE_BLOCK, BLOCK), dtype=np.bool_)
         self._total = 0
         self._count = 0
@@ -178,7 +180,7 @@ class FedAvg:
             name: np.zeros(t.shape, dtype=self._acc_dtype(np.dtype(t.dtype_numpy)))
             for name, t in global_spec.tensors.items()
         }
-        self._scratch = {}
+        self._scratch, self._stage = {}, {}
         self._total = 0
         self._count = 0
 
@@ -311,9 +313,9 @@ class FedAvg:
     ) -> None:
         """Add ``sum(weights[k] * group[k])`` to ``acc``, block by block, each block only
         once it is known finite; ``first`` is the batch index of ``group[0]``."""
-        stage = self._scratch.get(acc.dtype)
+        stage = self._stage.get(acc.dtype)
         if stage is None:
-            stage = self._scratch[acc.dtype] = np.empty((GROUP + 1, BLOCK), dtype=acc.dtype)
+            stage = self._stage[acc.dtype] = np.empty((GROUP + 1, BLOCK), dtype=acc.dtype)
         rows, summed = stage[: len(group)], stage[GROUP]
         w = np.array(weights, dtype=acc.dtype)
         check = group[0].dtype.kind == "f"
@@ -345,12 +347,15 @@ class FedAvg:
             # the accumulator alone, not the accumulator plus the new model.
             acc = self._acc.pop(name)
             dtype = np.dtype(self._spec.tensors[name].dtype_numpy)
-            np.divide(acc, float(self._total), out=acc)
-            out[name] = (
-                np.rint(acc).astype(dtype) if dtype.kind in "iu" else acc.astype(dtype, copy=False)
-            )
+            if dtype.kind in "iu":
+                np.divide(acc, float(self._total), out=acc)
+                out[name] = np.rint(acc).astype(dtype)
+            elif dtype == acc.dtype:
+                out[name] = np.divide(acc, float(self._total), out=acc)
+            else:  # divided in float64 (or float32) and rounded to the model's dtype, one pass
+                out[name] = np.divide(acc, float(self._total), out=np.empty(acc.shape, dtype))
         self._acc = {}
-        self._scratch = {}
+        self._scratch, self._stage = {}, {}
         self._spec = None
         return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import tracemalloc
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fedtee.server.strategy as strategy_module
+from fedtee import codec
+from fedtee.codec import Encoding
 from fedtee.errors import Reason, UpdateRejected
 from fedtee.server.strategy import FedAvg, Strategy
 from fedtee.tensors import ModelSpec
@@ -220,3 +223,224 @@ def test_float32_accumulator_stays_close_to_float64() -> None:
     np.testing.assert_allclose(results["float32"], exact, atol=50 * 6e-8 * np.abs(exact).max())
     with pytest.raises(ValueError):
         FedAvg(accumulator="float16")
+
+
+# --- accumulate_many: the round close's block-by-block path -------------------------------
+
+
+class _Counting(Mapping[str, np.ndarray]):
+    """An update that counts how often each tensor is read (a seam for read-once checks)."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._arrays = arrays
+        self.reads: dict[str, int] = {}
+        self.releases = 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
+class _Releasing(_Counting):
+    def release(self) -> None:
+        self.releases += 1
+
+
+def _mixed(seed: int, n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "w": rng.standard_normal(n).astype(np.float32),
+        "h": rng.standard_normal((3, 5)).astype(np.float16),
+        "d": rng.standard_normal((2, 2)),  # float64
+        "i": rng.integers(-50, 50, (3, 7)),
+        "u": rng.integers(0, 255, (4,)).astype(np.uint8),
+        "s": np.array(rng.standard_normal(), dtype=np.float32),  # 0-d
+        "empty": np.zeros((0, 3), dtype=np.float32),
+    }
+
+
+def _reference(updates: list[dict[str, np.ndarray]], weights: list[int]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, first in updates[0].items():
+        stacked = np.stack([u[name].astype(np.float64) for u in updates])
+        mean = np.tensordot(np.array(weights, np.float64), stacked, axes=1) / sum(weights)
+        out[name] = np.rint(mean).astype(first.dtype) if first.dtype.kind in "iu" else mean
+    return out
+
+
+@pytest.mark.parametrize("accumulator", ["float64", "float32"])
+def test_accumulate_many_matches_numpy_across_groups_blocks_and_dtypes(accumulator: str) -> None:
+    # More updates than a group, a tensor spanning blocks with a ragged tail, and every dtype.
+    n_updates = strategy_module.GROUP * 2 + 5
+    updates = [_mixed(seed, strategy_module.BLOCK * 2 + 37) for seed in range(n_updates)]
+    weights = [int(k) for k in np.random.default_rng(9).integers(1, 1000, n_updates)]
+    strategy = FedAvg(accumulator=accumulator)
+    strategy.begin(ModelSpec.of(updates[0]))
+    strategy.accumulate_many(list(zip(updates, weights, strict=True)))
+    assert strategy.num_updates == n_updates and strategy.total_examples == sum(weights)
+    result = strategy.finalize()
+    expected = _reference(updates, weights)
+    assert ModelSpec.of(result) == ModelSpec.of(updates[0])
+    for name in ("i", "u"):
+        np.testing.assert_array_equal(result[name], expected[name])
+    np.testing.assert_allclose(result["d"], expected["d"], rtol=1e-12)
+    np.testing.assert_allclose(result["h"], expected["h"].astype(np.float16), rtol=1e-3)
+    tol = 1e-6 if accumulator == "float64" else n_updates * 6e-8 * 50
+    np.testing.assert_allclose(result["w"], expected["w"], rtol=tol, atol=tol)
+    np.testing.assert_allclose(result["s"], expected["s"], rtol=tol)
+    assert result["empty"].shape == (0, 3)
+
+
+def test_accumulate_many_reads_each_tensor_once_and_releases_mapped_updates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(strategy_module, "WINDOW_BYTES", 4 * strategy_module.BLOCK * 4)
+    n = strategy_module.BLOCK * 20
+    updates = [_Releasing(_mixed(seed, n)) for seed in range(5)]
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(_mixed(0, n)))
+    strategy.accumulate_many([(u, 1) for u in updates])
+    for u in updates:
+        assert u.reads == dict.fromkeys(_mixed(0, n), 1)
+        # 20 blocks of "w" in windows of 4 blocks / 5 updates -> released every block or so.
+        assert u.releases >= 5
+    np.testing.assert_allclose(
+        strategy.finalize()["w"],
+        _reference([_mixed(s, n) for s in range(5)], [1] * 5)["w"],
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("encoding", [e for e in Encoding if e is not Encoding.SAFETENSORS])
+def test_accumulate_many_folds_compressed_updates_decoding_each_tensor_once(
+    encoding: Encoding,
+) -> None:
+    rng = np.random.default_rng(3)
+    global_arrays = {
+        "w": rng.standard_normal(strategy_module.BLOCK + 9).astype(np.float32),
+        "b": rng.standard_normal(7).astype(np.float32),
+        "steps": np.array([3], dtype=np.int64),
+    }
+    spec = ModelSpec.of(global_arrays)
+    opened = []
+    for seed in range(4):
+        step = np.random.default_rng(seed)
+        trained = {
+            "w": global_arrays["w"]
+            + step.normal(0, 0.1, global_arrays["w"].shape).astype(np.float32),
+            "b": global_arrays["b"] + np.float32(seed),
+            "steps": global_arrays["steps"] + seed,
+        }
+        data = codec.encode_update(trained, global_arrays=global_arrays, encoding=encoding)
+        opened.append(_Counting(codec.open_update(data, spec=spec, global_arrays=global_arrays)))
+    decoded = [{k: np.array(u._arrays[k]) for k in spec.tensors} for u in opened]
+    weights = [2, 5, 1, 3]
+    strategy = FedAvg()
+    strategy.begin(spec)
+    strategy.accumulate_many(list(zip(opened, weights, strict=True)))
+    for u in opened:
+        assert u.reads == {"w": 1, "b": 1, "steps": 1}
+    result = strategy.finalize()
+    expected = _reference(decoded, weights)
+    np.testing.assert_allclose(result["w"], expected["w"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(result["b"], expected["b"], rtol=1e-6)
+    np.testing.assert_array_equal(result["steps"], expected["steps"])
+
+
+def _folded(updates: list[dict[str, np.ndarray]], weights: list[int]) -> dict[str, np.ndarray]:
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(updates[0]))
+    strategy.accumulate_many(list(zip(updates, weights, strict=True)))
+    return strategy.finalize()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_accumulate_many_rejection_part_way_leaves_only_the_updates_before_it(bad: float) -> None:
+    # The bad value sits in the last block of the last tensor, so blocks of the bad update
+    # (and of later ones) were already added when it is found.
+    n = strategy_module.BLOCK * 3 + 5
+    updates = [_mixed(seed, n) for seed in range(strategy_module.GROUP + 6)]
+    weights = list(range(1, len(updates) + 1))
+    k = strategy_module.GROUP + 2  # in the second group
+    updates[k]["w"][-2] = bad
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(updates[0]))
+    with pytest.raises(UpdateRejected) as err:
+        strategy.accumulate_many(list(zip(updates, weights, strict=True)))
+    assert err.value.reason is Reason.UPDATE_NONFINITE
+    assert strategy.num_updates == k and strategy.total_examples == sum(weights[:k])
+    result = strategy.finalize()
+    expected = _folded(updates[:k], weights[:k])
+    for name in result:
+        np.testing.assert_array_equal(result[name], expected[name])
+
+
+def test_accumulate_many_raises_for_the_first_bad_update_in_order() -> None:
+    # Update 1 is bad in a later tensor than update 3, which the walk meets first.
+    n = strategy_module.BLOCK + 1
+    updates = [_mixed(seed, n) for seed in range(5)]
+    updates[1]["w"][-1] = np.nan  # "w" is walked after "d", "empty", "h", "i", "s", "u"
+    updates[3]["d"][0, 0] = np.inf
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(updates[0]))
+    with pytest.raises(UpdateRejected, match="'w'"):
+        strategy.accumulate_many([(u, 1) for u in updates])
+    assert strategy.num_updates == 1
+    np.testing.assert_array_equal(strategy.finalize()["w"], updates[0]["w"])
+
+
+def test_accumulate_many_rejects_shapes_names_and_counts_like_accumulate() -> None:
+    good = [_model(i) for i in range(3)]
+    cases: list[tuple[dict[str, np.ndarray], int, Reason]] = [
+        ({**_model(5), "b": np.zeros(5, np.float32)}, 1, Reason.UPDATE_SHAPE_MISMATCH),
+        ({**_model(5), "b": np.zeros(4, np.float64)}, 1, Reason.UPDATE_SHAPE_MISMATCH),
+        ({"w": _model(5)["w"], "b": _model(5)["b"]}, 1, Reason.UPDATE_SHAPE_MISMATCH),
+        (_model(5), 0, Reason.UPDATE_MALFORMED),
+    ]
+    for bad, count, reason in cases:
+        strategy = FedAvg()
+        strategy.begin(ModelSpec.of(good[0]))
+        with pytest.raises(UpdateRejected) as err:
+            strategy.accumulate_many([(good[0], 2), (good[1], 3), (bad, count), (good[2], 4)])
+        assert err.value.reason is reason
+        assert strategy.num_updates == 2
+        np.testing.assert_array_equal(strategy.finalize()["w"], _folded(good[:2], [2, 3])["w"])
+
+
+def test_accumulate_and_accumulate_many_mix_in_one_round() -> None:
+    updates = [_model(i) for i in range(6)]
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(updates[0]))
+    strategy.accumulate_many([(u, 1) for u in updates[:3]])
+    strategy.accumulate(updates[3], 1)
+    strategy.accumulate_many([(u, 1) for u in updates[4:]])  # not fresh: one at a time
+    result = strategy.finalize()
+    np.testing.assert_allclose(result["w"], _reference(updates, [1] * 6)["w"], rtol=1e-6)
+
+
+def test_accumulate_many_memory_does_not_grow_with_number_of_updates() -> None:
+    shape = (512, 512)  # 2 MiB per float64 accumulator tensor
+    spec = ModelSpec.of({"w": np.zeros(shape, np.float32)})
+    updates = [{"w": np.full(shape, float(i), dtype=np.float32)} for i in range(40)]
+
+    def peak(n_updates: int) -> int:
+        strategy = FedAvg()
+        tracemalloc.start()
+        strategy.begin(spec)
+        strategy.accumulate_many([(u, 1) for u in updates[:n_updates]])
+        strategy.finalize()
+        _, peak_bytes = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return peak_bytes
+
+    few, many = peak(3), peak(40)
+    model_bytes = 512 * 512 * 8
+    stage_bytes = (strategy_module.GROUP + 1) * strategy_module.BLOCK * 8
+    assert many < few + model_bytes // 4
+    assert many < 2 * model_bytes + stage_bytes + model_bytes // 4  # not 40 models

@@ -1,0 +1,128 @@
+"""fedtee.server.rounds.aggregate_stored: the round close on real stored artifacts.
+
+Updates are real files in an ArtifactStore, read back through memory maps and re-hashed with
+pread, as the server does. A stored update whose bytes changed on disk after its upload was
+checked must never reach the new global model, whichever path the strategy takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from fedtee import codec, tensors
+from fedtee.codec import Encoding
+from fedtee.errors import Reason, StorageError
+from fedtee.server.artifacts import ArtifactStore
+from fedtee.server.rounds import aggregate_stored
+from fedtee.server.strategy import BLOCK, FedAvg, Strategy
+from fedtee.tensors import Arrays, ModelSpec
+
+
+class OneAtATime:
+    """A third-party strategy: only the Protocol's accumulate (FedAvg underneath)."""
+
+    name = "one-at-a-time"
+
+    def __init__(self) -> None:
+        self._inner = FedAvg()
+        self.seen = 0
+
+    def configure_round(self, round: int, clients: Sequence[str]) -> list[str]:
+        return self._inner.configure_round(round, clients)
+
+    def begin(self, global_spec: ModelSpec) -> None:
+        self._inner.begin(global_spec)
+
+    def accumulate(self, update: Mapping[str, NDArray[Any]], num_examples: int) -> None:
+        self.seen += 1
+        self._inner.accumulate(update, num_examples)
+
+    def finalize(self) -> Arrays:
+        return self._inner.finalize()
+
+
+def _setup(tmp_path: Path, n_updates: int = 5) -> tuple[ArtifactStore, Arrays, list[Arrays]]:
+    store = ArtifactStore(tmp_path / "artifacts")
+    rng = np.random.default_rng(0)
+    size = BLOCK * 2 + 3
+    global_arrays = {"w": np.zeros(size, np.float32), "n": np.array([4], np.int64)}
+    updates = [
+        {"w": rng.standard_normal(size).astype(np.float32), "n": np.array([k], np.int64)}
+        for k in range(n_updates)
+    ]
+    return store, global_arrays, updates
+
+
+def _close(
+    store: ArtifactStore, strategy: Strategy, global_arrays: Arrays, inputs: list[tuple[bytes, int]]
+) -> Arrays:
+    base = store.map_arrays(store.put(tensors.encode(global_arrays)).digest)
+    out = aggregate_stored(
+        strategy, artifacts=store, spec=ModelSpec.of(base), global_arrays=base, inputs=inputs
+    )
+    return store.load_arrays(out.digest)
+
+
+def _expected(updates: list[Arrays], weights: list[int]) -> NDArray[Any]:
+    stacked = np.stack([u["w"].astype(np.float64) for u in updates])
+    return np.tensordot(np.array(weights, np.float64), stacked, axes=1) / sum(weights)
+
+
+@pytest.mark.parametrize("make", [FedAvg, OneAtATime])
+def test_round_close_folds_stored_updates_into_a_stored_model(
+    tmp_path: Path, make: type[Strategy]
+) -> None:
+    store, global_arrays, updates = _setup(tmp_path)
+    weights = [3, 1, 4, 1, 5]
+    inputs = [
+        (store.put(tensors.encode(u)).digest, n) for u, n in zip(updates, weights, strict=True)
+    ]
+    result = _close(store, make(), global_arrays, inputs)
+    np.testing.assert_allclose(result["w"], _expected(updates, weights), rtol=1e-6)
+    assert result["n"][0] == round(sum(k * n for k, n in enumerate(weights)) / sum(weights))
+
+
+def test_round_close_folds_compressed_stored_updates(tmp_path: Path) -> None:
+    store, global_arrays, updates = _setup(tmp_path, 3)
+    inputs = []
+    decoded = []
+    spec = ModelSpec.of(global_arrays)
+    for u, encoding in zip(updates, (Encoding.F16, Encoding.INT8, Encoding.TOPK), strict=True):
+        data = codec.encode_update(u, global_arrays=global_arrays, encoding=encoding)
+        inputs.append((store.put(data).digest, 2))
+        opened = codec.open_update(data, spec=spec, global_arrays=global_arrays)
+        decoded.append({k: np.array(opened[k]) for k in spec.tensors})
+    result = _close(store, FedAvg(), global_arrays, inputs)
+    np.testing.assert_allclose(result["w"], _expected(decoded, [2, 2, 2]), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", [FedAvg, OneAtATime])
+@pytest.mark.parametrize("value", [1000.0, float("nan")])
+def test_a_stored_update_changed_on_disk_never_reaches_the_model(
+    tmp_path: Path, make: type[Strategy], value: float
+) -> None:
+    store, global_arrays, updates = _setup(tmp_path)
+    inputs = [(store.put(tensors.encode(u)).digest, 1) for u in updates]
+    # The third update's last float changes on disk after its upload was checked: still a
+    # well-formed file (finite or not), no longer the bytes its receipt names.
+    path = store.path_for(inputs[2][0])
+    data = bytearray(path.read_bytes())
+    data[-4:] = np.array([value], np.float32).tobytes()  # the F32 tensor "w" is laid out last
+    assert tensors.decode(bytes(data))["w"][-1] != updates[2]["w"][-1]
+    path.write_bytes(bytes(data))
+    before = sorted(p.name for p in store.root.glob("*.safetensors"))
+    strategy = make()
+    with pytest.raises(StorageError) as err:
+        _close(store, strategy, global_arrays, inputs)
+    assert err.value.reason is Reason.STORAGE_CORRUPT
+    # Nothing was written but the global model _close stored first.
+    after = sorted(p.name for p in store.root.glob("*.safetensors"))
+    assert len(after) == len(before) + 1
+    if isinstance(strategy, OneAtATime):
+        assert strategy.seen == 2  # handed only the updates whose digest had matched
