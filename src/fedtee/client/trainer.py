@@ -83,6 +83,23 @@ class Trainer(Protocol):
     def evaluate(self, arrays: Arrays, config: dict[str, str]) -> EvalResult: ...
 
 
+@runtime_checkable
+class InPlaceTrainer(Trainer, Protocol):
+    """A trainer that can also train the received model's own memory.
+
+    ``fit_in_place`` gets *writable* views of the round's global model (the buffer it was
+    downloaded into, after its digest was checked) and may overwrite them; the arrays it
+    returns (usually those same views) are the update. The runtime calls it instead of
+    :meth:`Trainer.fit` when it no longer needs the global model after training (plain
+    safetensors updates; a compressed update is a delta against the global model, so it uses
+    ``fit``), and a round then holds one model-sized buffer instead of two. The views are
+    valid for this round only: a trainer copies what it wants to keep. ``fit`` must still
+    work, leaving its arguments untouched.
+    """
+
+    def fit_in_place(self, arrays: Arrays, config: dict[str, str]) -> FitResult: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainerSpec:
     """Where a trainer lives: ``"package.module:Factory"``.
@@ -179,6 +196,7 @@ __all__ = [
     "Arrays",
     "EvalResult",
     "FitResult",
+    "InPlaceTrainer",
     "Trainer",
     "TrainerSpec",
     "config_float",
