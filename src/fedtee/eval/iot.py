@@ -203,14 +203,16 @@ def run_iot_round(
     address_space: int | None = None,
     memory_limit: int | None = None,
     timeout_s: float = 300.0,
+    env: dict[str, str] | None = None,
 ) -> IotRun:
-    """One round with one IoT client whose updates are ``encoding``; see the module doc."""
+    """One round with one IoT client whose updates are ``encoding``; see the module doc.
+    ``env``: more environment for the client (over :func:`client_env`'s)."""
     if memory_limit is not None:
         with memory_cgroup(memory_limit) as group:
-            run = _round(workdir, encoding, address_space, group, timeout_s)
+            run = _round(workdir, encoding, address_space, group, timeout_s, env or {})
             run.cgroup_peak = int((group / "memory.max_usage_in_bytes").read_text())
             return run
-    return _round(workdir, encoding, address_space, None, timeout_s)
+    return _round(workdir, encoding, address_space, None, timeout_s, env or {})
 
 
 def _round(
@@ -219,6 +221,7 @@ def _round(
     address_space: int | None,
     group: Path | None,
     timeout_s: float,
+    env: dict[str, str],
 ) -> IotRun:
     server_toml, client_toml, port = _federation(workdir, clients_per_round=1)
     _set_runtime(client_toml, encoding=encoding)
@@ -234,7 +237,7 @@ def _round(
         done = subprocess.run(
             command,
             cwd=workdir,
-            env=client_env(report),
+            env={**client_env(report), **env},
             capture_output=True,
             timeout=timeout_s,
             check=False,
