@@ -234,11 +234,12 @@ def model_chunk_to_proto(chunk: ModelChunk) -> pb.ModelChunk:
 def model_chunk_from_proto(
     msg: pb.ModelChunk, *, limits: WireLimits = DEFAULT_LIMITS
 ) -> ModelChunk:
-    check_size("model chunk", len(msg.data), limits.chunk_bytes)
+    data = msg.data  # upb copies a bytes field on every access: read it once
+    check_size("model chunk", len(data), limits.chunk_bytes)
     check_size("model", msg.total_size, limits.max_model_bytes)
-    if msg.offset + len(msg.data) > msg.total_size:
+    if msg.offset + len(data) > msg.total_size:
         raise _malformed("model chunk runs past the model's declared size")
-    return ModelChunk(data=bytes(msg.data), offset=msg.offset, total_size=msg.total_size)
+    return ModelChunk(data=data, offset=msg.offset, total_size=msg.total_size)
 
 
 # --- updates ---------------------------------------------------------------------------------
@@ -291,8 +292,9 @@ def update_data_to_proto(data: bytes) -> pb.UpdateChunk:
 def update_data_from_proto(msg: pb.UpdateChunk, *, limits: WireLimits = DEFAULT_LIMITS) -> bytes:
     if msg.WhichOneof("part") != "data":
         raise _malformed("only data may follow the update header")
-    check_size("update chunk", len(msg.data), limits.chunk_bytes)
-    return bytes(msg.data)
+    data = msg.data  # upb copies a bytes field on every access: read it once
+    check_size("update chunk", len(data), limits.chunk_bytes)
+    return data
 
 
 def upload_status_request_to_proto(receipt_hash: bytes) -> pb.UploadStatusRequest:
