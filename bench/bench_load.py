@@ -114,7 +114,14 @@ def run_one(
             asyncio.wait_for(
                 run_load(
                     target,
-                    LoadOptions(clients=clients, channels=channels, max_enrolling=max_enrolling),
+                    LoadOptions(
+                        clients=clients,
+                        channels=channels,
+                        max_enrolling=max_enrolling,
+                        # Rounds need all N updates: one failed client means no round
+                        # can finish, so stop there and report it instead of timing out.
+                        abort_on_error=True,
+                    ),
                 ),
                 timeout_s,
             )

@@ -22,6 +22,7 @@ the caller passes the CA, the sim root and the code measurement as values.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import Counter
@@ -55,6 +56,8 @@ from fedtee.wire.messages import (
     UpdateHeader,
 )
 from fedtee.wire.stubs import federation_stub
+
+log = logging.getLogger(__name__)
 
 _SERVICE = "/fedtee.v1.Federation/"
 _SHED = frozenset(
@@ -94,6 +97,9 @@ class LoadOptions:
     # fleet's arrival is spread out; 10,000 challenges at one instant would sit in the
     # server's queue longer than a nonce lives.
     max_enrolling: int = 0
+    # Cancel every other client as soon as one ends with an error: for runs whose rounds
+    # need all N updates (min_clients = N), which could otherwise never finish.
+    abort_on_error: bool = False
     noise: float = 1e-3
     seed: int = 0
 
@@ -415,6 +421,8 @@ async def run_load(
 
     started = time.monotonic()  # keys and platforms made: the load starts now
 
+    aborted = asyncio.Event()
+
     async def guarded(client: VirtualClient) -> None:
         try:
             await client.run()
@@ -422,9 +430,24 @@ async def run_load(
             client.result.error = f"{exc.reason.value}: {exc.message}"
         except Exception as exc:  # a bug or an unexpected failure: count it, keep the others
             client.result.error = f"internal: {type(exc).__name__}: {exc}"
+        if client.result.error:
+            # Said at once: a run of thousands of clients can go on for a long time after.
+            log.warning("%s stopped: %s", client.result.client_id, client.result.error)
+            if options.abort_on_error:
+                aborted.set()
+
+    async def everyone() -> None:
+        await asyncio.gather(*(guarded(c) for c in clients))
 
     try:
-        await asyncio.gather(*(guarded(c) for c in clients))
+        work = asyncio.ensure_future(everyone())
+        stop = asyncio.ensure_future(aborted.wait())
+        await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not work.done():
+            log.warning("a client failed: cancelling the other %d (abort_on_error)", count)
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
     finally:
         await asyncio.gather(*(ch.close() for ch in channels))
     wall = time.monotonic() - started
