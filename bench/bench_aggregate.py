@@ -1,94 +1,230 @@
-"""FedAvg aggregation throughput against this machine's memory bandwidth.
+"""FedAvg aggregation throughput at round close against this machine's memory bandwidth.
 
 Run: ``.venv/bin/python bench/bench_aggregate.py [--quick] [--json PATH] [--no-doc]
 [--params 10000000,50000000] [--updates 10] [--repeats 5]``.
 
-Aggregation throughput: bytes of float32 updates folded per second by the server's
-streaming FedAvg (fedtee.server.strategy: ``begin``, ``accumulate`` per update with its
-shape/dtype/finiteness check, ``finalize``), for the float64 (default) and float32
-accumulators. Memory bandwidth: a numpy copy (``np.copyto``) of an array of the same size,
-in bytes copied per second; STREAM would count twice that (read plus write). Each figure is
-the best of ``--repeats`` timings, copy and aggregation interleaved, since on a shared
-machine other processes only slow a timing down. Goal (issue 6): aggregation at least 50%
-of the copy rate.
+What the server does at round close, on real stored updates: N float32 updates of P
+parameters are written to an ArtifactStore (as uploads are; they then sit in the page cache)
+and read back through memory maps, as ``fedtee.server.rounds.aggregate_stored`` reads them.
+
+- **fold**: ``FedAvg.begin``, ``accumulate_many`` over the N mapped updates (every block
+  checked finite before it is added), ``finalize`` -- the aggregation itself.
+- **round close**: ``aggregate_stored``, what RoundManager runs: the same fold while a thread
+  pool re-hashes every stored update (SHA-256 over ``pread``) against its digest, then the
+  new model is encoded and written as an artifact (fsynced).
+- **one at a time**: ``accumulate`` per update (each update checked whole, then added; the
+  path a strategy without ``accumulate_many`` gets, and FedAvg's path before this change).
+
+Throughput: update bytes folded per second (N x P x 4 over the wall time). Memory bandwidth: a
+numpy copy (``np.copyto``) of one model-sized float32 array, in bytes copied per second
+(STREAM would count twice that: read plus write). Each figure is the best of ``--repeats``
+timings, interleaved, since on a shared machine other processes only slow a timing down.
+Goal (issue 6): aggregation (the fold) at least 50% of the copy rate.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import _common
 import numpy as np
 
-from fedtee.server.strategy import FedAvg
+from fedtee import codec, tensors
+from fedtee.server.artifacts import ArtifactStore
+from fedtee.server.rounds import aggregate_stored
+from fedtee.server.strategy import BLOCK, GROUP, FedAvg
 from fedtee.tensors import ModelSpec
 
 GOAL = 0.50
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
+class _Mapped:
+    """A stored update as the round close maps it (views of a file map, releasable)."""
+
+    def __init__(self, store: ArtifactStore, digest: bytes, spec: ModelSpec, base: Any) -> None:
+        self._mapped = store.map(digest, verify=False)
+        self._arrays = codec.open_update(self._mapped.view, spec=spec, global_arrays=base)
+
+    def keys(self) -> Any:
+        return self._arrays.keys()
+
+    def __iter__(self) -> Any:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arrays[name]
+
+    def release(self) -> None:
+        self._mapped.release()
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads)."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
-def measure(params: int, updates: int, repeats: int) -> list[dict[str, object]]:
+def measure(params: int, updates: int, repeats: int, root: Path) -> list[dict[str, object]]:
     rng = np.random.default_rng(0)
-    arrays = [{"w": rng.standard_normal(params, dtype=np.float32)} for _ in range(updates)]
-    spec = ModelSpec.of(arrays[0])
-    dst = np.empty_like(arrays[0]["w"])
-    nbytes = arrays[0]["w"].nbytes
-    strategies = {acc: FedAvg(accumulator=acc) for acc in ("float64", "float32")}
+    store = ArtifactStore(root / f"p{params}")
+    base = store.map_arrays(store.put(tensors.encode({"w": np.zeros(params, np.float32)})).digest)
+    spec = ModelSpec.of(base)
+    digests = []
+    for _ in range(updates):
+        data = tensors.encode({"w": rng.standard_normal(params, dtype=np.float32)})
+        digests.append(store.put(data).digest)
+        del data
+    inputs = [(d, k + 1) for k, d in enumerate(digests)]
+    src = rng.standard_normal(params, dtype=np.float32)
+    dst = np.empty_like(src)
+    nbytes = src.nbytes
 
-    def aggregate(strategy: FedAvg) -> None:
-        strategy.begin(spec)
-        for k, update in enumerate(arrays):
-            strategy.accumulate(update, k + 1)
-        strategy.finalize()
+    def fold(acc: str) -> Callable[[], object]:
+        def run() -> object:
+            strategy = FedAvg(accumulator=acc)
+            strategy.begin(spec)
+            strategy.accumulate_many([(_Mapped(store, d, spec, base), n) for d, n in inputs])
+            return strategy.finalize()
 
-    best_copy = float("inf")
-    best = {acc: float("inf") for acc in strategies}
+        return run
+
+    def one_at_a_time(acc: str) -> Callable[[], object]:
+        def run() -> object:
+            strategy = FedAvg(accumulator=acc)
+            strategy.begin(spec)
+            for d, n in inputs:
+                mapped = _Mapped(store, d, spec, base)
+                strategy.accumulate(mapped, n)
+                mapped.release()
+            return strategy.finalize()
+
+        return run
+
+    def close(acc: str) -> Callable[[], object]:
+        def run() -> object:
+            out = aggregate_stored(
+                FedAvg(accumulator=acc),
+                artifacts=store,
+                spec=spec,
+                global_arrays=base,
+                inputs=inputs,
+            )
+            store.delete(out.digest)
+            return out
+
+        return run
+
+    cases: dict[tuple[str, str], Callable[[], object]] = {}
+    for acc in ("float64", "float32"):
+        cases[("fold", acc)] = fold(acc)
+        cases[("round close", acc)] = close(acc)
+        cases[("one at a time", acc)] = one_at_a_time(acc)
+    inf = float("inf")
+    best_copy, best_copy_cpu = inf, inf
+    best = dict.fromkeys(cases, inf)
+    best_cpu = dict.fromkeys(cases, inf)
     for _ in range(repeats):
-        best_copy = min(best_copy, _timed(lambda: np.copyto(dst, arrays[0]["w"])))
-        for acc, strategy in strategies.items():
-            best[acc] = min(best[acc], _timed(lambda s=strategy: aggregate(s)))
+        wall, cpu = _timed(lambda: np.copyto(dst, src))
+        best_copy, best_copy_cpu = min(best_copy, wall), min(best_copy_cpu, cpu)
+        for key, fn in cases.items():
+            wall, cpu = _timed(fn)
+            best[key], best_cpu[key] = min(best[key], wall), min(best_cpu[key], cpu)
     copy_rate = nbytes / best_copy
     rows = []
-    for acc, seconds in best.items():
+    for (path, acc), seconds in best.items():
         rate = updates * nbytes / seconds
+        cpu_ratio = (updates * nbytes / best_cpu[(path, acc)]) / (nbytes / best_copy_cpu)
         rows.append(
             {
                 "params": params,
                 "updates": updates,
+                "path": path,
                 "accumulator": acc,
                 "aggregate_gb_s": round(rate / 1e9, 3),
                 "copy_gb_s": round(copy_rate / 1e9, 3),
                 "ratio": round(rate / copy_rate, 3),
                 "goal_met": rate / copy_rate >= GOAL,
                 "seconds": round(seconds, 4),
+                "cpu_seconds": round(best_cpu[(path, acc)], 4),
+                "cpu_ratio": round(cpu_ratio, 3),
             }
         )
+    for d in digests:
+        store.delete(d)
     return rows
 
 
 def render(rows: list[dict[str, object]]) -> str:
     return _common.table(
-        ("P (float32)", "updates", "accumulator", "aggregation GB/s", "copy GB/s", "ratio",
-         "goal >= 50%"),
+        (
+            "P (float32)",
+            "updates",
+            "path",
+            "accumulator",
+            "update GB/s",
+            "copy GB/s",
+            "ratio",
+            "seconds",
+            "goal >= 50% (fold)",
+            "CPU s",
+            "ratio by CPU time",
+        ),
         (
             (
                 f"{r['params']:,}",
                 r["updates"],
+                r["path"],
                 r["accumulator"],
                 f"{r['aggregate_gb_s']:.2f}",
                 f"{r['copy_gb_s']:.2f}",
                 f"{r['ratio']:.0%}",
-                "yes" if r["goal_met"] else "**no**",
+                f"{r['seconds']:.3f}",
+                ("yes" if r["goal_met"] else "**no**") if r["path"] == "fold" else "",
+                f"{r['cpu_seconds']:.3f}",
+                f"{r['cpu_ratio']:.0%}",
             )
             for r in rows
         ),
-        align="rrlrrrl",
+        align="rrllrrrrlrr",
+    )
+
+
+def _span(rows: list[dict[str, object]], path: str, acc: str, key: str) -> str:
+    values = sorted(
+        float(str(r[key])) for r in rows if r["path"] == path and r["accumulator"] == acc
+    )
+    return f"{values[0]:.0%}" if values[0] == values[-1] else f"{values[0]:.0%}-{values[-1]:.0%}"
+
+
+def _verdict(rows: list[dict[str, object]]) -> str:
+    parts = []
+    for acc in ("float64", "float32"):
+        met = [bool(r["goal_met"]) for r in rows if r["path"] == "fold" and r["accumulator"] == acc]
+        verdict = "met" if all(met) else "missed" if not any(met) else "met at some sizes only"
+        parts.append(
+            f"{acc} accumulator: fold {_span(rows, 'fold', acc, 'ratio')} of copy "
+            f"({_span(rows, 'fold', acc, 'cpu_ratio')} by CPU time), goal {verdict}; one at a "
+            f"time {_span(rows, 'one at a time', acc, 'ratio')}"
+        )
+    return (
+        "- Result: "
+        + "; ".join(parts)
+        + ". Reaching 50% with the float64 default on one core needs less numpy work per "
+        "parameter and update than a cast plus an einsum pass: a compiled kernel that casts, "
+        "multiplies and adds in one pass, or BLAS dgemv for the weighted sum (about 0.15 ns "
+        "here against einsum's 0.26, but OpenBLAS multithreads gemv by size, and with "
+        "threads on this loaded machine it collapsed to a few percent), or folding disjoint "
+        "block ranges on several cores (numpy releases the GIL), which this 2-core shared "
+        "machine cannot show."
     )
 
 
@@ -105,7 +241,8 @@ def main() -> None:
     repeats = 3 if args.quick else args.repeats
     info = _common.machine_info()
     print(_common.machine_line(info))
-    rows = [row for p in sizes for row in measure(p, updates, repeats)]
+    with tempfile.TemporaryDirectory(prefix="bench-aggregate-") as tmp:
+        rows = [row for p in sizes for row in measure(p, updates, repeats, Path(tmp))]
     print(render(rows))
     if args.json:
         _common.write_json(args.json, "aggregate", rows, quick=args.quick, machine=info)
@@ -113,15 +250,37 @@ def main() -> None:
         text = "\n".join(
             [
                 _common.header(info=info),
-                "- Streaming FedAvg of float32 updates (fedtee.server.strategy), each update "
-                "checked (shape, dtype, finiteness) and folded in block by block; weights "
-                "1..N. Copy: `np.copyto` of one model-sized array, bytes copied per second "
-                "(STREAM counts twice that). Best of "
-                f"{repeats} interleaved timings. Goal (issue 6): aggregation >= 50% of copy.",
-                "- The float64 accumulator (default) moves 20 bytes of memory per parameter "
-                "and update (read 4 + read 8 + write 8, after a 4-byte read for the finiteness "
-                "check) against 8 for a copy; float32 moves 12 + 4. The float32 accumulator "
-                "is `FedAvg(accumulator=\"float32\")`: float32 rounding in the running sum.",
+                f"- N = {updates} float32 updates of P parameters stored as artifacts (in the "
+                "page cache, as after their uploads) and read through memory maps, weights "
+                "1..N. **fold**: `FedAvg.begin`, `accumulate_many`, `finalize` (the "
+                "aggregation). **round close**: `fedtee.server.rounds.aggregate_stored`, what "
+                "the server runs: the fold while a thread pool re-hashes every stored update "
+                "against its digest, then the new model written as an artifact. **one at a "
+                "time**: `accumulate` per update (the path before `accumulate_many`, and for "
+                "strategies without it).",
+                "- update GB/s: update bytes folded per second (N x P x 4 / wall time). copy "
+                "GB/s: `np.copyto` of one model-sized float32 array, bytes copied per second "
+                f"(STREAM counts twice that). Best of {repeats} interleaved timings. Goal "
+                "(issue 6): the fold at >= 50% of copy (wall time). Beside it, for a shared "
+                "machine: the best process CPU time (all threads) and the same ratio computed "
+                "from CPU times (update bytes per CPU second over copied bytes per CPU second), "
+                "which time spent waiting for a core does not inflate.",
+                f"- The fold reads each update once: per block of {BLOCK:,} parameters, up to "
+                f"{GROUP} updates are cast into a cache-resident float64 (or float32) stage, "
+                "their weighted sum (einsum) is checked finite and added to the accumulator, "
+                f"which so crosses memory once per {GROUP} updates, not once per update. One at "
+                "a time reads each update twice (finiteness check, then add) and reads and "
+                "writes the accumulator once per update. On this machine the fold is bound by "
+                "numpy's per-element work on one core, not by memory: profiled at P = 10M, "
+                "N = 10, the float32-to-float64 cast into the stage takes about 0.35 ns per "
+                "parameter and update and the weighted sum about 0.26 ns, against 0.47 ns per "
+                "float32 for the copy; begin/finalize (allocating, dividing and converting the "
+                "accumulator) add a fixed cost of a few copies of the model.",
+                "- The round close adds SHA-256 of every stored update (one thread per update, "
+                "up to the number of cores) beside the fold, and writes and fsyncs the new "
+                "model: on 2 shared cores the hash, not the fold, sets the round-close time; "
+                "with more cores than updates it runs in parallel and the fold sets it.",
+                _verdict(rows),
                 "",
                 render(rows),
             ]
@@ -131,4 +290,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     main()
