@@ -483,6 +483,19 @@ def all_finite(array: NDArray[Any], *, scratch: NDArray[np.bool_] | None = None)
     return True
 
 
+def _squared_distance(
+    array: NDArray[Any], base: NDArray[Any], scratch: NDArray[np.float64]
+) -> float:
+    """``sum((array - base) ** 2)`` in float64, block by block (no array-sized temporary)."""
+    a, g = array.reshape(-1), np.asarray(base).reshape(-1)
+    total = 0.0
+    for start in range(0, a.size, FINITE_BLOCK):
+        d = scratch[: min(FINITE_BLOCK, a.size - start)]
+        np.subtract(a[start : start + d.size], g[start : start + d.size], out=d, dtype=np.float64)
+        total += float(np.dot(d, d))
+    return total
+
+
 def check_update(
     update: Mapping[str, NDArray[Any]],
     *,
@@ -493,32 +506,42 @@ def check_update(
     """Reject an update that does not fit the round's model.
 
     Order: shape/dtype (UPDATE_SHAPE_MISMATCH), finiteness (UPDATE_NONFINITE), then the L2
-    norm of ``update - global`` (UPDATE_NORM_EXCEEDED) when ``max_norm`` is given.
+    norm of ``update - global`` (UPDATE_NORM_EXCEEDED) when ``max_norm`` is given. Each
+    tensor is read from ``update`` once (a lazily decoded update is decoded once), block by
+    block, with no tensor-sized temporaries.
     """
-    found = ModelSpec.of(update)
-    if found.tensors != spec.tensors:
-        missing = sorted(set(spec.tensors) - set(found.tensors))
-        extra = sorted(set(found.tensors) - set(spec.tensors))
-        differing = sorted(
-            n for n in set(spec.tensors) & set(found.tensors) if spec.tensors[n] != found.tensors[n]
-        )
+    if max_norm is not None and global_arrays is None:
+        raise ValueError("max_norm needs global_arrays")
+    missing = sorted(set(spec.tensors) - set(update))
+    extra = sorted(set(update) - set(spec.tensors))
+    differing: list[str] = []
+    nonfinite: str | None = None
+    mask = np.empty(FINITE_BLOCK, dtype=np.bool_)
+    scratch = np.empty(FINITE_BLOCK, dtype=np.float64)
+    total = 0.0
+    for name, expected in spec.tensors.items():
+        if name in missing:
+            continue
+        array = np.asarray(update[name])
+        if ModelSpec.of({name: array}).tensors[name] != expected:
+            differing.append(name)
+        elif missing or extra or differing or nonfinite is not None:
+            continue  # already rejected: only the remaining shapes still matter
+        elif not all_finite(array, scratch=mask):
+            nonfinite = name
+        elif max_norm is not None and global_arrays is not None:
+            total += _squared_distance(array, global_arrays[name], scratch)
+    if missing or extra or differing:
         raise UpdateRejected(
             f"update does not match the model: missing {missing}, extra {extra}, "
             f"different shape/dtype {differing}",
             reason=Reason.UPDATE_SHAPE_MISMATCH,
         )
-    for name, array in update.items():
-        if not all_finite(array):
-            raise UpdateRejected(
-                f"tensor {name!r} holds NaN or infinite values", reason=Reason.UPDATE_NONFINITE
-            )
+    if nonfinite is not None:
+        raise UpdateRejected(
+            f"tensor {nonfinite!r} holds NaN or infinite values", reason=Reason.UPDATE_NONFINITE
+        )
     if max_norm is not None:
-        if global_arrays is None:
-            raise ValueError("max_norm needs global_arrays")
-        total = 0.0
-        for name, array in update.items():
-            delta = array.astype(np.float64) - np.asarray(global_arrays[name], dtype=np.float64)
-            total += float(np.dot(delta.ravel(), delta.ravel()))
         norm = math.sqrt(total)
         if not norm <= max_norm:
             raise UpdateRejected(

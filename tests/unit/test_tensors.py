@@ -357,3 +357,35 @@ def test_all_finite_checks_every_block_without_a_full_size_temporary(dtype: type
             assert not tensors.all_finite(broken, scratch=np.empty(tensors.FINITE_BLOCK, bool))
     assert tensors.all_finite(np.array([np.iinfo(np.int64).max], dtype=np.int64))
     assert tensors.all_finite(np.zeros(0, dtype=np.float32))
+
+
+def test_check_update_reads_each_tensor_once_and_reports_shapes_before_nonfinite() -> None:
+    model = _model()
+    reads: dict[str, int] = {}
+
+    class Counting(dict[str, np.ndarray]):
+        def __getitem__(self, name: str) -> np.ndarray:
+            reads[name] = reads.get(name, 0) + 1
+            return dict.__getitem__(self, name)
+
+    update = {k: v + 1 if v.dtype.kind == "f" else v for k, v in model.items()}
+    check_update(Counting(update), spec=ModelSpec.of(model), global_arrays=model, max_norm=1e9)
+    assert reads == dict.fromkeys(model, 1)
+    # A NaN in an early tensor and a wrong shape in a later one: the shape is reported.
+    bad = {**update, "dense.bias": update["dense.bias"].copy(), "steps": np.zeros(2, np.int64)}
+    bad["dense.bias"][0] = np.nan
+    with pytest.raises(UpdateRejected) as err:
+        check_update(bad, spec=ModelSpec.of(model))
+    assert err.value.reason is Reason.UPDATE_SHAPE_MISMATCH and "steps" in err.value.message
+
+
+def test_check_update_norm_spans_blocks_and_every_tensor() -> None:
+    n = tensors.FINITE_BLOCK * 2 + 3
+    model = {"a": np.zeros(n, np.float32), "b": np.zeros(5, np.int64)}
+    update = {"a": np.full(n, 0.5, np.float32), "b": np.full(5, 2, np.int64)}
+    norm = float(np.sqrt(n * 0.25 + 5 * 4))
+    spec = ModelSpec.of(model)
+    check_update(update, spec=spec, global_arrays=model, max_norm=norm * (1 + 1e-9))
+    with pytest.raises(UpdateRejected) as err:
+        check_update(update, spec=spec, global_arrays=model, max_norm=norm * (1 - 1e-9))
+    assert err.value.reason is Reason.UPDATE_NORM_EXCEEDED
