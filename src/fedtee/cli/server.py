@@ -6,7 +6,7 @@ counters, so that a rebooted TPM can enrol again (docs/deploy/tpm.md).
 server.toml (``fedtee init`` writes a commented one; docs/config.md documents every key)::
 
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
-    [server]         address, tls_cert, tls_key, state_dir
+    [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -43,13 +43,14 @@ from fedtee.attest.model import CollateralSource, TeeType, TrustAnchors
 from fedtee.cli._files import read_bounded as _read
 from fedtee.cli._files import read_text as _read_text
 from fedtee.errors import ConfigError
+from fedtee.server.memory import DEFAULT_MALLOC_ARENAS, MAX_MALLOC_ARENAS, limit_malloc_arenas
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODEL_FILE_BYTES = 1 << 32
 
 _SCHEMA: dict[str, set[str]] = {
     "federation": {"id", "initial_model", "model"},
-    "server": {"address", "tls_cert", "tls_key", "state_dir"},
+    "server": {"address", "tls_cert", "tls_key", "state_dir", "malloc_arenas"},
     "rounds": {
         "rounds",
         "clients_per_round",
@@ -131,6 +132,7 @@ class ServerFileConfig:
     collateral_cache_dir: Path | None = None  # fetched collateral kept here (a bundle)
     train_config: Mapping[str, str] = field(default_factory=dict)
     server_attestation: ServerAttestationFileConfig | None = None  # mutual attestation
+    malloc_arenas: int = DEFAULT_MALLOC_ARENAS  # the server process's (0: glibc's default)
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -209,6 +211,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         tls_cert=path("server", srv, "tls_cert") or base_dir,
         tls_key=path("server", srv, "tls_key") or base_dir,
         state_dir=path("server", srv, "state_dir") or base_dir / "state",
+        malloc_arenas=_typed("server", srv, "malloc_arenas", int, DEFAULT_MALLOC_ARENAS),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -231,6 +234,10 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError("timeouts and TTLs must be positive")
     if not 0.02 <= cfg.retry_after_s <= 3600:
         raise ConfigError("[rounds] retry_after_s must be within 0.02..3600")
+    if not 0 <= cfg.malloc_arenas <= MAX_MALLOC_ARENAS:
+        raise ConfigError(
+            f"[server] malloc_arenas must be within 0..{MAX_MALLOC_ARENAS} (0: glibc's default)"
+        )
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
     return cfg
@@ -482,6 +489,8 @@ def _start(args: argparse.Namespace) -> int:
     )
     path: Path = args.config
     cfg = parse_server_config(_read_text(path, MAX_CONFIG_BYTES), base_dir=path.parent)
+    # Process-wide, so here (the CLI owns the process) and before the server's threads start.
+    limit_malloc_arenas(cfg.malloc_arenas)
     server = build_server(cfg)
     stop = threading.Event()
 
