@@ -4,8 +4,9 @@ Run: ``.venv/bin/python bench/bench_flower.py [--quick] [--json PATH] [--no-doc]
 [--clients 2,10,30] [--params 200000,10000000] [--rounds 5] [--skip-flower]``.
 
 Workload (issue 6): N clients and a model of P float32 parameters, R rounds; every client
-returns the parameters it received plus small deterministic noise; equal-weight FedAvg.
-Both frameworks run as real separate processes on loopback:
+returns the parameters it received plus small deterministic noise (added in place, the same
+way on both sides); equal-weight FedAvg. Both frameworks run as real separate processes on
+loopback:
 
 - fedtee: ``fedtee server start`` and N ``fedtee client start`` (TLS gRPC, sim TEE
   attestation, signed receipts, the ledger; see bench/_fedtee_run.py and
@@ -371,7 +372,10 @@ def doc_section(
         "- fedtee: `fedtee server start` + N `fedtee client start` processes, TLS gRPC, "
         "sim TEE attestation, signed receipts and the ledger on.",
         f"- Workload: {rounds} rounds; each client returns the parameters it received plus "
-        "small deterministic noise; equal-weight FedAvg. Round time: median of rounds "
+        "small deterministic noise, added in place in 64 Ki-element blocks on both sides (to "
+        "the downloaded model's own buffer on fedtee, through its `fit_in_place`; to the "
+        "arrays `to_numpy_ndarrays()` returns on Flower); equal-weight FedAvg. Round time: "
+        "median of rounds "
         "2..R, each measured end to end between two aggregated models. RSS: peak of the "
         "summed VmRSS of a whole process tree, sampled every 0.1 s (server tree; largest "
         "client tree).",
