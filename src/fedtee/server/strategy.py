@@ -102,7 +102,7 @@ def _nonfinite(name: str) -> UpdateRejected:
 
 
 def _tensor(update: Update, name: str, expected: TensorSpec) -> NDArray[Any]:
-    """``update[name]`` read once, after checking its shape and dtype against the model."""
+    """``update[name]`` (read once), checked against the model's shape and dtype."""
     array = np.asarray(update[name])
     found = ModelSpec.of({name: array}).tensors[name]
     if found != expected:
