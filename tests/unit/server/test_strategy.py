@@ -87,27 +87,32 @@ def test_rejected_update_leaves_accumulator_untouched() -> None:
     np.testing.assert_allclose(result["w"], _model(1)["w"])
 
 
-def test_memory_does_not_grow_with_number_of_clients() -> None:
-    shape = (256, 256)  # 512 KiB per float64 tensor
+@pytest.mark.parametrize("together", [False, True], ids=["accumulate", "accumulate_many"])
+def test_memory_does_not_grow_with_number_of_clients(together: bool) -> None:
+    shape = (512, 512)  # 2 MiB per float64 accumulator tensor
     spec = ModelSpec.of({"w": np.zeros(shape, np.float32)})
+    updates = [{"w": np.full(shape, float(i), dtype=np.float32)} for i in range(40)]
 
     def peak(n_clients: int) -> int:
         strategy = FedAvg()
         tracemalloc.start()
         strategy.begin(spec)
-        for i in range(n_clients):
-            update = {"w": np.full(shape, float(i), dtype=np.float32)}
-            strategy.accumulate(update, 1)
-            del update
+        if together:
+            strategy.accumulate_many([(u, 1) for u in updates[:n_clients]])
+        else:
+            for update in updates[:n_clients]:
+                strategy.accumulate(update, 1)
         strategy.finalize()
         _, peak_bytes = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return peak_bytes
 
     few, many = peak(3), peak(40)
-    model_bytes = 256 * 256 * 8
+    model_bytes = 512 * 512 * 8
+    stage_bytes = (strategy_module.GROUP + 1) * strategy_module.BLOCK * 8
     assert many < few + model_bytes // 4
-    assert many < 6 * model_bytes  # a handful of model-sized buffers, not 40
+    # The accumulator, the new model and the stage: not 40 models.
+    assert many < 2 * model_bytes + stage_bytes + model_bytes // 4
 
 
 def test_configure_round_rotates_a_window() -> None:
@@ -422,25 +427,3 @@ def test_accumulate_and_accumulate_many_mix_in_one_round() -> None:
     strategy.accumulate_many([(u, 1) for u in updates[4:]])  # not fresh: one at a time
     result = strategy.finalize()
     np.testing.assert_allclose(result["w"], _reference(updates, [1] * 6)["w"], rtol=1e-6)
-
-
-def test_accumulate_many_memory_does_not_grow_with_number_of_updates() -> None:
-    shape = (512, 512)  # 2 MiB per float64 accumulator tensor
-    spec = ModelSpec.of({"w": np.zeros(shape, np.float32)})
-    updates = [{"w": np.full(shape, float(i), dtype=np.float32)} for i in range(40)]
-
-    def peak(n_updates: int) -> int:
-        strategy = FedAvg()
-        tracemalloc.start()
-        strategy.begin(spec)
-        strategy.accumulate_many([(u, 1) for u in updates[:n_updates]])
-        strategy.finalize()
-        _, peak_bytes = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        return peak_bytes
-
-    few, many = peak(3), peak(40)
-    model_bytes = 512 * 512 * 8
-    stage_bytes = (strategy_module.GROUP + 1) * strategy_module.BLOCK * 8
-    assert many < few + model_bytes // 4
-    assert many < 2 * model_bytes + stage_bytes + model_bytes // 4  # not 40 models
