@@ -73,6 +73,10 @@ def translate(method: str, error: grpc.RpcError) -> Exception:
         return ServerUnavailable(f"{method}: {name}: {details}")
     reason = _reason_of(error)
     message = f"{method}: {name}: {details}"
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and reason is None:
+        # gRPC's own load shedding ("Concurrent RPC limit exceeded!"), not a fedtee refusal
+        # (those carry a reason, e.g. message_too_large): the server is busy, ask again.
+        return ServerUnavailable(message)
     if code is grpc.StatusCode.UNAUTHENTICATED or (
         reason is not None and reason.value.startswith("credential_")
     ):
