@@ -6,7 +6,8 @@ chunk-sized buffers (1 MiB model chunks on their way through protobuf and TLS), 
 arena keeps its own high-water mark of freed memory, so the process's resident memory grew
 with the number of threads that had carried a transfer: ``bench_server_memory.py`` measured
 a 30-client round at a 3.8 MiB model peaking at 325 MiB with glibc's default and 186 MiB
-with two arenas, at the same round time.
+with two arenas, and 100 clients at 680-697 MiB against 490-510 MiB, with round times that
+differed by less than the shared test machine's noise.
 
 The bound is process-wide (``mallopt(M_ARENA_MAX)``), so only the CLI, which owns the
 process, sets it; a library caller (tests, ``fedtee eval``) keeps its process's malloc as it
