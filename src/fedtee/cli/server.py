@@ -6,7 +6,8 @@ counters, so that a rebooted TPM can enrol again (docs/deploy/tpm.md).
 server.toml (``fedtee init`` writes a commented one; docs/config.md documents every key)::
 
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
-    [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional)
+    [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional),
+                     http2_bdp_probe (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -50,7 +51,7 @@ MAX_MODEL_FILE_BYTES = 1 << 32
 
 _SCHEMA: dict[str, set[str]] = {
     "federation": {"id", "initial_model", "model"},
-    "server": {"address", "tls_cert", "tls_key", "state_dir", "malloc_arenas"},
+    "server": {"address", "tls_cert", "tls_key", "state_dir", "malloc_arenas", "http2_bdp_probe"},
     "rounds": {
         "rounds",
         "clients_per_round",
@@ -133,6 +134,7 @@ class ServerFileConfig:
     train_config: Mapping[str, str] = field(default_factory=dict)
     server_attestation: ServerAttestationFileConfig | None = None  # mutual attestation
     malloc_arenas: int = DEFAULT_MALLOC_ARENAS  # the server process's (0: glibc's default)
+    http2_bdp_probe: bool = False  # grow HTTP/2 receive windows by BDP probing (memory x N)
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -212,6 +214,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         tls_key=path("server", srv, "tls_key") or base_dir,
         state_dir=path("server", srv, "state_dir") or base_dir / "state",
         malloc_arenas=_typed("server", srv, "malloc_arenas", int, DEFAULT_MALLOC_ARENAS),
+        http2_bdp_probe=_typed("server", srv, "http2_bdp_probe", bool, False),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -456,6 +459,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         tls_cert_pem=_read(cfg.tls_cert),
         tls_key_pem=_read(cfg.tls_key),
         state_dir=cfg.state_dir,
+        http2_bdp_probe=cfg.http2_bdp_probe,
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(
