@@ -89,7 +89,12 @@ def main() -> int:
             "times a second and starve enrolments and uploads. `credential_ttl_s` is "
             f"{CREDENTIAL_TTL_S:.0f} s, above the longest round.\n"
             "- *enrolment*: start of the load to the last credential; *round*: opened to "
-            "aggregated, from the server's state.db; *server RSS*: sampled from /proc.\n\n" + text
+            "aggregated, from the server's state.db; *server RSS*: sampled from /proc.\n"
+            "- *retries*: calls the server shed (past its 4,096 calls in flight gRPC answers "
+            "`RESOURCE_EXHAUSTED`; or a call outlived its 120 s deadline) and the client asked "
+            "again after a jittered backoff (up to 5 s, for about 10 minutes). A round needs "
+            "every client, so the run stops at the first client that gives up and reports it "
+            "as an error.\n\n" + text
         )
         common.write_doc_section("scale", body, title="Scale: simulated federations")
     return 0 if all(r["errors"] == 0 and r["ledger_ok"] for r in rows) else 1
