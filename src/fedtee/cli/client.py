@@ -35,6 +35,7 @@ from fedtee.client.runtime import (
 from fedtee.client.transport import ServerUnavailable, Transport
 from fedtee.codec import Encoding
 from fedtee.errors import AttestationError, ConfigError, ProtocolError
+from fedtee.memory import limit_malloc_arenas
 
 if TYPE_CHECKING:
     from fedtee.client.server_attestation import PinnedServer
@@ -249,6 +250,8 @@ def _run(args: argparse.Namespace) -> int:
         detect_tee=detect_tee,
         profile_override=args.profile,
     )
+    # Before gRPC starts its threads: each would otherwise keep an arena of freed chunks.
+    limit_malloc_arenas(config.malloc_arenas)
     trainer = config.trainer.build(
         partition=config.partition, num_partitions=config.num_partitions, seed=config.seed
     )

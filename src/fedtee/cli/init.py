@@ -189,6 +189,8 @@ address = "127.0.0.1:{opts.port}"    # host:port to listen on ("0.0.0.0:{opts.po
 tls_cert = "server.pem"         # signed by ca.pem (fedtee init made both)
 tls_key = "server.key"
 state_dir = "state"             # state.db, artifacts/, ledger.jsonl, the server's key
+# malloc_arenas = 2             # glibc malloc arenas of this process (0: glibc's default)
+# http2_bdp_probe = false       # grow HTTP/2 windows by BDP probing (memory grows with N)
 
 [rounds]
 rounds = {opts.rounds}                      # rounds to run, then FINISHED
@@ -257,7 +259,9 @@ seed = {seed}                        # the split's seed (same for every client)
 max_reconnect_attempts = 8      # consecutive network failures before giving up
 backoff_initial_s = 0.2         # first retry delay; doubles each time, with jitter
 backoff_max_s = 5.0             # longest retry delay
-chunk_bytes = 1048576           # upload chunk size (at most 1 MiB, the server's limit)
+# profile = "default"           # "iot": small-device defaults (docs/iot.md); --profile wins
+# chunk_bytes = 1048576         # upload chunk size, at most 1 MiB (iot default: 65536)
+# malloc_arenas = 2             # glibc malloc arenas of this process (iot default: 1)
 """
 
 

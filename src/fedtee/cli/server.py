@@ -44,7 +44,7 @@ from fedtee.attest.model import CollateralSource, TeeType, TrustAnchors
 from fedtee.cli._files import read_bounded as _read
 from fedtee.cli._files import read_text as _read_text
 from fedtee.errors import ConfigError
-from fedtee.server.memory import DEFAULT_MALLOC_ARENAS, MAX_MALLOC_ARENAS, limit_malloc_arenas
+from fedtee.memory import DEFAULT_MALLOC_ARENAS, MAX_MALLOC_ARENAS, limit_malloc_arenas
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODEL_FILE_BYTES = 1 << 32

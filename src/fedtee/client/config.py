@@ -19,6 +19,7 @@ from fedtee.attest.model import TeeType
 from fedtee.client.trainer import TrainerSpec
 from fedtee.codec import Encoding
 from fedtee.errors import ConfigError, FedteeError
+from fedtee.memory import MAX_MALLOC_ARENAS
 
 MAX_CONFIG_BYTES = 64 * 1024
 
@@ -36,6 +37,7 @@ _SCHEMA: dict[str, set[str]] = {
         "encoding",
         "topk_fraction",
         "max_model_mib",
+        "malloc_arenas",
     },
     "server_attestation": {
         "require",
@@ -95,6 +97,7 @@ class ClientConfig:
     encoding: str = "safetensors"  # update compression, a fedtee.codec.Encoding value
     topk_fraction: float = 0.01  # top-k encodings: the share of each tensor sent
     max_model_bytes: int = 1 << 30  # largest global model this client downloads (silos)
+    malloc_arenas: int = 2  # glibc malloc arenas of `fedtee client start` (0: glibc's default)
     server_attestation: ServerAttestationConfig | None = None  # mutual attestation, off if None
 
 
@@ -111,8 +114,8 @@ def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: 
 PROFILES = ("default", "iot")
 # What a profile changes, unless the config sets the key itself.
 _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "default": {"chunk_bytes": 1 << 20, "encoding": "safetensors"},
-    "iot": {"chunk_bytes": 64 * 1024, "encoding": "int8"},
+    "default": {"chunk_bytes": 1 << 20, "encoding": "safetensors", "malloc_arenas": 2},
+    "iot": {"chunk_bytes": 64 * 1024, "encoding": "int8", "malloc_arenas": 1},
 }
 ENCODINGS = tuple(e.value for e in Encoding)
 
@@ -128,7 +131,8 @@ def _max_model_mib(table: Mapping[str, Any]) -> int:
 
 
 def _runtime_profile(table: Mapping[str, Any], override: str | None) -> dict[str, Any]:
-    """``[runtime]`` profile, chunk_bytes, encoding, topk_fraction (``--profile`` wins)."""
+    """``[runtime]`` profile, chunk_bytes, encoding, topk_fraction, malloc_arenas
+    (``--profile`` wins)."""
     profile = override or _get(table, "runtime", "profile", str, "default")
     if profile not in PROFILES:
         raise ConfigError(f"[runtime] profile must be one of {list(PROFILES)}, got {profile!r}")
@@ -139,7 +143,14 @@ def _runtime_profile(table: Mapping[str, Any], override: str | None) -> dict[str
     fraction = _get(table, "runtime", "topk_fraction", float, 0.01)
     if not 0.0 < fraction <= 1.0:
         raise ConfigError(f"[runtime] topk_fraction must be in (0, 1], got {fraction}")
+    arenas = _get(table, "runtime", "malloc_arenas", int, defaults["malloc_arenas"])
+    if not 0 <= arenas <= MAX_MALLOC_ARENAS:
+        raise ConfigError(
+            f"[runtime] malloc_arenas must be within 0..{MAX_MALLOC_ARENAS} "
+            f"(0: glibc's default), got {arenas}"
+        )
     return {
+        "malloc_arenas": arenas,
         "chunk_bytes": _get(table, "runtime", "chunk_bytes", int, defaults["chunk_bytes"]),
         "profile": profile,
         "encoding": encoding,

@@ -49,11 +49,38 @@ def test_iot_profile_defaults_to_small_chunks_and_int8_unless_the_file_says_othe
         "topk_fraction = 0",
         "topk_fraction = 1.5",
         'topk_fraction = "half"',
+        "malloc_arenas = -1",
+        "malloc_arenas = 65",
+        'malloc_arenas = "two"',
+        "malloc_arenas = true",
     ],
 )
 def test_bad_runtime_values_are_config_errors(runtime: str) -> None:
     with pytest.raises(ConfigError):
         _parse(runtime)
+
+
+def _arenas(runtime: str = "", profile: str | None = None) -> int:
+    config = parse_client_config(BASE + runtime, base_dir=Path("/"), profile_override=profile)
+    return config.malloc_arenas
+
+
+def test_malloc_arenas_default_per_profile_and_the_file_wins() -> None:
+    assert _arenas() == 2
+    assert _arenas(profile="iot") == 1
+    assert _arenas('profile = "iot"\nmalloc_arenas = 4') == 4
+    assert _arenas("malloc_arenas = 0") == 0  # glibc's default
+
+
+def test_fedtee_init_client_toml_leaves_the_profile_its_defaults(tmp_path: Path) -> None:
+    # A generated client.toml used to set chunk_bytes, which overrode the iot profile's.
+    from fedtee.cli.init import InitOptions, init_federation
+
+    files = init_federation(InitOptions(directory=tmp_path, federation_id="f", with_sim=True))
+    client_toml = next(p for p in sorted(tmp_path.glob("client*.toml")))
+    config = parse_client_config(client_toml.read_text(), base_dir=tmp_path, profile_override="iot")
+    assert files
+    assert (config.chunk_bytes, config.encoding, config.malloc_arenas) == (65536, "int8", 1)
 
 
 def test_the_example_client_toml_parses() -> None:

@@ -16,7 +16,7 @@ import pytest
 from fedtee.cli.init import InitOptions, server_toml
 from fedtee.cli.server import parse_server_config
 from fedtee.errors import ConfigError
-from fedtee.server.memory import DEFAULT_MALLOC_ARENAS, limit_malloc_arenas
+from fedtee.memory import DEFAULT_MALLOC_ARENAS, limit_malloc_arenas
 
 _glibc = sys.platform == "linux" and "libc.so.6" in (ctypes.util.find_library("c") or "")
 
@@ -24,7 +24,7 @@ _glibc = sys.platform == "linux" and "libc.so.6" in (ctypes.util.find_library("c
 # allocator, below glibc's mmap threshold): without a bound, each new thread gets an arena.
 _PROBE = """
 import ctypes, sys, threading
-from fedtee.server.memory import limit_malloc_arenas
+from fedtee.memory import limit_malloc_arenas
 print(limit_malloc_arenas(int(sys.argv[1])), flush=True)
 hold = []
 barrier = threading.Barrier(8)
