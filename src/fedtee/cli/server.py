@@ -486,6 +486,34 @@ def build_server(cfg: ServerFileConfig) -> Any:
     return FederationServer(config)
 
 
+OPEN_FILES_CAP = 1 << 20  # when the hard limit is unlimited
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (as Go programs and
+    most servers do) and return the soft limit now in force.
+
+    The server holds a file per TLS connection, and a round close maps every accepted update
+    of the round at once (Python's mmap keeps a descriptor per map), so a round of a few
+    thousand clients needs a few thousand descriptors; Debian's default soft limit is 1,024.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix: nothing to raise
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_CAP if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logging.getLogger(__name__).warning(
+                "could not raise the open-files limit from %d to %d: %s", soft, target, exc
+            )
+    return int(soft)
+
+
 def _start(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -495,6 +523,8 @@ def _start(args: argparse.Namespace) -> int:
     cfg = parse_server_config(_read_text(path, MAX_CONFIG_BYTES), base_dir=path.parent)
     # Process-wide, so here (the CLI owns the process) and before the server's threads start.
     limit_malloc_arenas(cfg.malloc_arenas)
+    open_files = raise_open_files_limit()
+    logging.getLogger(__name__).info("open-files limit: %d", open_files)
     server = build_server(cfg)
     stop = threading.Event()
 
