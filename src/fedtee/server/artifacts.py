@@ -255,8 +255,11 @@ class ArtifactStore:
         artifact = self.get(digest_)
         if artifact.size == 0:
             raise StorageError(f"artifact {digest_.hex()} is empty", reason=Reason.STORAGE_CORRUPT)
-        with open(artifact.path, "rb") as fh:
-            mapped = MappedArtifact(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        try:
+            with open(artifact.path, "rb") as fh:
+                mapped = MappedArtifact(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        except OSError as exc:  # e.g. EMFILE: each map keeps a descriptor
+            raise _storage_error(f"mapping artifact {digest_.hex()}", exc) from exc
         if verify and not hmac.compare_digest(mapped.digest(), digest_):
             raise StorageError(
                 f"artifact {digest_.hex()} does not match its digest",

@@ -197,6 +197,20 @@ class SubmitResult:
     message: str = ""
 
 
+def maps_at_once() -> int:
+    """How many stored updates a round close maps at the same time: a quarter of the
+    process's open-files limit (each memory map keeps a descriptor; the rest is left for
+    connections and the store), at least GROUP-sized batches of 16."""
+    try:
+        import resource
+    except ImportError:  # not a Unix: no such limit to respect
+        return 1 << 30
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(16, int(soft) // 4)
+
+
 def aggregate_stored(
     strategy: Strategy,
     *,
@@ -240,7 +254,13 @@ def aggregate_stored(
         rehashed = [pool.submit(rehash, digest) for digest, _ in inputs]
         try:
             if callable(many):
-                many([(stored(digest), n) for digest, n in inputs])
+                # In batches the open-files limit allows (a round of thousands of updates
+                # would otherwise fail with EMFILE); after the first batch accumulate_many
+                # folds one update at a time, slower but with the same result. Each
+                # batch's maps close when its list is dropped.
+                batch = maps_at_once()
+                for start in range(0, len(inputs), batch):
+                    many([(stored(digest), n) for digest, n in inputs[start : start + batch]])
             else:
                 for (digest, n), check in zip(inputs, rehashed, strict=True):
                     check.result()

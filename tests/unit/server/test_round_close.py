@@ -126,3 +126,64 @@ def test_a_stored_update_changed_on_disk_never_reaches_the_model(
     assert len(after) == len(before) + 1
     if isinstance(strategy, OneAtATime):
         assert strategy.seen == 2  # handed only the updates whose digest had matched
+
+
+_FEW_FILES = """
+import resource, sys
+from pathlib import Path
+import numpy as np
+from fedtee import tensors
+from fedtee.server.artifacts import ArtifactStore
+from fedtee.server.rounds import aggregate_stored, maps_at_once
+from fedtee.server.strategy import FedAvg
+from fedtee.tensors import ModelSpec
+
+n = 150
+store = ArtifactStore(Path(sys.argv[1]))
+base = store.map_arrays(store.put(tensors.encode({"w": np.zeros(999, np.float32)})).digest)
+inputs = [
+    (store.put(tensors.encode({"w": np.full(999, k, np.float32)})).digest, 1) for k in range(n)
+]
+# Far fewer descriptors than updates: mapping all 150 at once would fail with EMFILE.
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+out = aggregate_stored(
+    FedAvg(), artifacts=store, spec=ModelSpec.of(base), global_arrays=base, inputs=inputs
+)
+print(maps_at_once(), float(store.load_arrays(out.digest)["w"][0]))
+"""
+
+
+def test_a_round_of_more_updates_than_open_files_closes_in_batches(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("resource")
+    done = subprocess.run(
+        [sys.executable, "-c", _FEW_FILES, str(tmp_path / "artifacts")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    batch, mean = done.stdout.split()
+    assert int(batch) == 16  # a quarter of 64
+    assert float(mean) == pytest.approx(sum(range(150)) / 150)
+
+
+def test_a_map_the_system_refuses_is_a_typed_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import mmap as mmap_module
+
+    store, _global, updates = _setup(tmp_path, 1)
+    digest = store.put(tensors.encode(updates[0])).digest
+
+    def refuse(*_args: Any, **_kwargs: Any) -> mmap_module.mmap:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr("fedtee.server.artifacts.mmap.mmap", refuse)
+    with pytest.raises(StorageError) as err:
+        store.map(digest)
+    assert err.value.reason is Reason.STORAGE_FAILED
+    assert "Too many open files" in err.value.message
