@@ -291,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         options=RuntimeOptions(
             chunk_bytes=config.chunk_bytes,
             max_reconnect_attempts=config.max_reconnect_attempts,
+            max_busy_s=config.max_busy_s,
             backoff_initial_s=config.backoff_initial_s,
             backoff_max_s=config.backoff_max_s,
             encoding=Encoding(config.encoding),

@@ -30,6 +30,7 @@ _SCHEMA: dict[str, set[str]] = {
     "trainer": {"target", "partition", "num_partitions", "seed"},
     "runtime": {
         "max_reconnect_attempts",
+        "max_busy_s",
         "backoff_initial_s",
         "backoff_max_s",
         "chunk_bytes",
@@ -97,6 +98,7 @@ class ClientConfig:
     encoding: str = "safetensors"  # update compression, a fedtee.codec.Encoding value
     topk_fraction: float = 0.01  # top-k encodings: the share of each tensor sent
     max_model_bytes: int = 1 << 30  # largest global model this client downloads (silos)
+    max_busy_s: float = 600.0  # how long a load-shedding server is asked again
     malloc_arenas: int = 2  # glibc malloc arenas of `fedtee client start` (0: glibc's default)
     server_attestation: ServerAttestationConfig | None = None  # mutual attestation, off if None
 
@@ -128,6 +130,13 @@ def _max_model_mib(table: Mapping[str, Any]) -> int:
     if not 1 <= mib <= MAX_MODEL_MIB:
         raise ConfigError(f"[runtime] max_model_mib must be 1..{MAX_MODEL_MIB}, got {mib}")
     return mib
+
+
+def _max_busy_s(table: Mapping[str, Any]) -> float:
+    busy: float = _get(table, "runtime", "max_busy_s", float, 600.0)
+    if not 0.0 <= busy <= 86_400.0:
+        raise ConfigError(f"[runtime] max_busy_s must be 0..86400 seconds, got {busy}")
+    return busy
 
 
 def _runtime_profile(table: Mapping[str, Any], override: str | None) -> dict[str, Any]:
@@ -241,6 +250,7 @@ def parse_client_config(
         max_reconnect_attempts=_get(runtime_t, "runtime", "max_reconnect_attempts", int, 8),
         backoff_initial_s=_get(runtime_t, "runtime", "backoff_initial_s", float, 0.2),
         backoff_max_s=_get(runtime_t, "runtime", "backoff_max_s", float, 5.0),
+        max_busy_s=_max_busy_s(runtime_t),
         max_model_bytes=_max_model_mib(runtime_t) << 20,
         **_runtime_profile(runtime_t, profile_override),
     )

@@ -21,6 +21,7 @@ from fedtee.client.transport import (
     Challenge,
     Enrolment,
     ModelChunk,
+    ServerBusy,
     ServerUnavailable,
     Session,
     SubmitOutcome,
@@ -76,7 +77,7 @@ def translate(method: str, error: grpc.RpcError) -> Exception:
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and reason is None:
         # gRPC's own load shedding ("Concurrent RPC limit exceeded!"), not a fedtee refusal
         # (those carry a reason, e.g. message_too_large): the server is busy, ask again.
-        return ServerUnavailable(message)
+        return ServerBusy(message)
     if code is grpc.StatusCode.UNAUTHENTICATED or (
         reason is not None and reason.value.startswith("credential_")
     ):

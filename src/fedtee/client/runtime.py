@@ -43,6 +43,7 @@ from fedtee.attest.model import Attester, TeeType
 from fedtee.client.trainer import FitResult, InPlaceTrainer, Trainer, TrainerSpec
 from fedtee.client.transport import (
     Enrolment,
+    ServerBusy,
     ServerUnavailable,
     Session,
     SubmitOutcome,
@@ -87,6 +88,9 @@ class RuntimeOptions:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     max_reconnect_attempts: int = 8
+    # A server shedding load (ServerBusy) is asked again, with backoff, until this many seconds
+    # of waiting; those answers do not count against max_reconnect_attempts.
+    max_busy_s: float = 600.0
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
     max_wait_s: float = 5.0  # cap on a server's retry_after: a confused server cannot park us
@@ -169,18 +173,32 @@ class ClientRuntime:
         return base * (0.5 + self._rng.random() / 2)  # jitter so clients do not stampede
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
-        for attempt in range(self.options.max_reconnect_attempts):
+        attempt = 0  # network failures in a row
+        busy = 0  # load-shedding answers in a row
+        busy_waited = 0.0
+        while True:
             try:
                 return call()
-            except ServerUnavailable as exc:
-                if attempt + 1 == self.options.max_reconnect_attempts:
-                    raise ServerUnavailable(
-                        f"{what}: gave up after {attempt + 1} attempts: {exc.message}"
+            except ServerBusy as exc:
+                if busy_waited >= self.options.max_busy_s:
+                    raise ServerBusy(
+                        f"{what}: server still busy after {busy_waited:.0f}s of retries: "
+                        f"{exc.message}"
                     ) from exc
-                delay = self._backoff(attempt)
-                self._emit("reconnecting", detail=f"{what}: {exc.message}; retry in {delay:.1f}s")
-                self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                delay = self._backoff(min(busy, 16))
+                busy += 1
+                busy_waited += delay
+                detail = exc.message
+            except ServerUnavailable as exc:
+                attempt += 1
+                if attempt == self.options.max_reconnect_attempts:
+                    raise ServerUnavailable(
+                        f"{what}: gave up after {attempt} attempts: {exc.message}"
+                    ) from exc
+                delay = self._backoff(attempt - 1)
+                detail = exc.message
+            self._emit("reconnecting", detail=f"{what}: {detail}; retry in {delay:.1f}s")
+            self._sleep(delay)
 
     # --- enrolment --------------------------------------------------------------------------
 

@@ -37,6 +37,12 @@ class ServerUnavailable(ProtocolError):
     default_reason = Reason.SERVER_UNAVAILABLE
 
 
+class ServerBusy(ServerUnavailable):
+    """The server is up but shedding load (gRPC's RESOURCE_EXHAUSTED with no fedtee reason,
+    e.g. past its concurrent-call limit): ask again later. The runtime retries it for a time
+    budget of its own rather than a few attempts."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Session:
     """An enrolled client: its credential and the TEE-bound key that proves possession."""

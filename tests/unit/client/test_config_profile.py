@@ -53,6 +53,9 @@ def test_iot_profile_defaults_to_small_chunks_and_int8_unless_the_file_says_othe
         "malloc_arenas = 65",
         'malloc_arenas = "two"',
         "malloc_arenas = true",
+        "max_busy_s = -1",
+        "max_busy_s = 1e9",
+        'max_busy_s = "long"',
     ],
 )
 def test_bad_runtime_values_are_config_errors(runtime: str) -> None:
@@ -63,6 +66,12 @@ def test_bad_runtime_values_are_config_errors(runtime: str) -> None:
 def _arenas(runtime: str = "", profile: str | None = None) -> int:
     config = parse_client_config(BASE + runtime, base_dir=Path("/"), profile_override=profile)
     return config.malloc_arenas
+
+
+def test_max_busy_s_defaults_to_ten_minutes() -> None:
+    base = parse_client_config(BASE, base_dir=Path("/"))
+    assert base.max_busy_s == 600.0
+    assert parse_client_config(BASE + "max_busy_s = 30", base_dir=Path("/")).max_busy_s == 30.0
 
 
 def test_malloc_arenas_default_per_profile_and_the_file_wins() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,14 @@ from fedtee.client.runtime import (
     EnrolmentRejected,
     RuntimeOptions,
 )
-from fedtee.client.transport import ServerUnavailable, Task, TaskKind, Transport
+from fedtee.client.transport import (
+    ServerBusy,
+    ServerUnavailable,
+    Session,
+    Task,
+    TaskKind,
+    Transport,
+)
 from fedtee.errors import ProtocolError, Reason
 
 from ._fakes import MEASUREMENT, FakeAttester, FakeServer
@@ -145,6 +153,40 @@ def test_reconnects_with_backoff_then_gives_up() -> None:
         runtime2.run()
     assert info.value.reason is Reason.SERVER_UNAVAILABLE
     assert len(sleeps2) == 3
+
+
+class _Shedding(FakeServer):
+    """The first ``busy_calls`` get_task calls are shed, as a server past its call limit."""
+
+    def __init__(self, busy_calls: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.busy_calls = busy_calls
+
+    def get_task(self, *, session: Session) -> Task:
+        if self.busy_calls > 0:
+            self.busy_calls -= 1
+            raise ServerBusy("GetTask: RESOURCE_EXHAUSTED: Concurrent RPC limit exceeded!")
+        return super().get_task(session=session)
+
+
+def test_a_busy_server_is_asked_again_beyond_the_reconnect_attempts() -> None:
+    # 30 shed answers, far more than max_reconnect_attempts, within the busy budget.
+    server = _Shedding(30, rounds=1)
+    runtime, events, sleeps = _runtime(server, max_reconnect_attempts=3)
+    assert runtime.run().accepted == 1
+    assert len(sleeps) == 30
+    assert max(sleeps) <= 5.0  # backoff capped at backoff_max_s
+    assert any(e.kind == "reconnecting" and "Concurrent RPC" in e.detail for e in events)
+
+
+def test_a_server_busy_beyond_the_budget_is_given_up_on() -> None:
+    server = _Shedding(10_000, rounds=1)
+    runtime, _, sleeps = _runtime(server, max_busy_s=20.0)
+    with pytest.raises(ServerBusy) as info:
+        runtime.run()
+    assert info.value.reason is Reason.SERVER_UNAVAILABLE
+    assert "still busy" in info.value.message
+    assert 20.0 <= sum(sleeps) < 20.0 + 5.0 + 1e-9
 
 
 def test_reattest_task_enrols_again_with_a_fresh_key() -> None:

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from fedtee.client.grpc_transport import translate
-from fedtee.client.transport import ServerUnavailable
+from fedtee.client.transport import ServerBusy, ServerUnavailable
 from fedtee.errors import CredentialError, ProtocolError, Reason, UpdateRejected
 from fedtee.wire import auth
 
@@ -34,7 +34,8 @@ def test_grpc_load_shedding_is_retryable_not_malformed() -> None:
         "GetTask",
         _Failed(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"),
     )
-    assert isinstance(error, ServerUnavailable)
+    assert isinstance(error, ServerBusy)
+    assert isinstance(error, ServerUnavailable)  # callers that only know "retry" still do
     assert "Concurrent RPC limit exceeded!" in str(error)
 
 
