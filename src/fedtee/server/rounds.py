@@ -197,6 +197,9 @@ class SubmitResult:
     message: str = ""
 
 
+CLOSE_RETRY_MAX_MS = 60_000  # longest wait between attempts to close a round that failed
+
+
 def maps_at_once() -> int:
     """How many stored updates a round close maps at the same time: a quarter of the
     process's open-files limit (each memory map keeps a descriptor; the rest is left for
@@ -323,6 +326,10 @@ class RoundManager:
         self._next_model: bytes | None = None
         self._finished = False
         self._retry_close = False
+        # A close that failed (e.g. a stored update no longer matches its digest) is retried
+        # with backoff, not on every tick: each attempt re-hashes and folds every update.
+        self._close_failures = 0
+        self._next_close_ms = 0
         self._last_delivered = 0
         # Selected clients of the open round whose update was rejected: they will not deliver,
         # so the round need not wait for its deadline on their account.
@@ -737,11 +744,32 @@ class RoundManager:
             return
         if not self._selected <= self._delivered | self._rejected_in_round:
             return
+        self._try_close(now_ms=now_ms)
+
+    def _try_close(self, *, now_ms: int) -> None:
+        """Close the open round; if that fails, say why and retry later with backoff (1 s,
+        doubling to CLOSE_RETRY_MAX_MS): accepted updates are durable, and every attempt
+        re-hashes and folds all of them (caller holds the lock)."""
+        rnd = self._open
+        if rnd is None or now_ms < self._next_close_ms:
+            return
         try:
             self._close(now_ms=now_ms)
-        except FedteeError:
-            # Accepted updates are durable; the driver retries the close.
-            log.exception("closing round %d failed; will retry", rnd.number)
+        except FedteeError as exc:
+            self._close_failures += 1
+            wait_ms = min(CLOSE_RETRY_MAX_MS, 1000 << min(self._close_failures - 1, 10))
+            self._next_close_ms = now_ms + wait_ms
+            log.error(
+                "closing round %d failed (%s: %s); attempt %d, next in %.0f s",
+                rnd.number,
+                exc.reason.value,
+                exc.message,
+                self._close_failures,
+                wait_ms / 1000,
+            )
+            return
+        self._close_failures = 0
+        self._next_close_ms = 0
 
     def _reject(
         self,
@@ -803,11 +831,11 @@ class RoundManager:
             if self._finished:
                 return
             if self._open is not None:
-                if now_ms > self._deadline_ms:
+                if now_ms > self._deadline_ms and not self._retry_close:
                     log.info("round %d: deadline passed", self._open.number)
-                    self._close(now_ms=now_ms)
+                    self._try_close(now_ms=now_ms)
                 elif self._retry_close:
-                    self._close(now_ms=now_ms)
+                    self._try_close(now_ms=now_ms)
                 return
             self._maybe_open(now_ms=now_ms)
 
