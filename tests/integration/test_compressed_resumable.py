@@ -86,15 +86,20 @@ def _transport(harness: Harness, server: FederationServer) -> GrpcTransport:
     )
 
 
-def _cutting(harness: Harness, server: FederationServer, cut_after: int) -> CuttingTransport:
+def _channel(harness: Harness, server: FederationServer) -> grpc.Channel:
+    """A TLS channel to the server for the transports here that cut their own calls."""
     assert harness.ca is not None
     options: list[tuple[str, Any]] = list(DEFAULT_LIMITS.grpc_options())
     options.append(("grpc.ssl_target_name_override", "localhost"))
-    channel = grpc.secure_channel(
+    return grpc.secure_channel(
         f"127.0.0.1:{server.port}",
         grpc.ssl_channel_credentials(root_certificates=harness.ca.cert_pem),
         options=options,
     )
+
+
+def _cutting(harness: Harness, server: FederationServer, cut_after: int) -> CuttingTransport:
+    channel = _channel(harness, server)
     tmp = server.paths.artifacts / ".tmp"
 
     def server_holds(sent: int) -> None:
@@ -288,15 +293,7 @@ def test_a_cut_download_resumes_from_the_last_byte_received(
     big["pad"] = np.zeros(300_000, np.float32)  # 1.2 MB: two chunks of the server's 1 MiB
     monkeypatch.setattr(conftest, "initial_model", lambda: tensors.encode(big))
     server = harness.start(rounds=1, clients_per_round=1, min_clients=1)
-    assert harness.ca is not None
-    options: list[tuple[str, Any]] = list(DEFAULT_LIMITS.grpc_options())
-    options.append(("grpc.ssl_target_name_override", "localhost"))
-    channel = grpc.secure_channel(
-        f"127.0.0.1:{server.port}",
-        grpc.ssl_channel_credentials(root_certificates=harness.ca.cert_pem),
-        options=options,
-    )
-    transport = CutDownloadTransport(channel)
+    transport = CutDownloadTransport(_channel(harness, server))
     try:
         runtime = ClientRuntime(
             client_id="dl",

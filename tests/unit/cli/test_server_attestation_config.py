@@ -3,26 +3,16 @@ the CLI builds from them with real files written by fedtee init."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from fedtee.attest.model import TeeType
-from fedtee.cli.init import InitOptions, client_toml, init_federation, server_toml
+from fedtee.cli.init import InitOptions, client_toml, server_toml
 from fedtee.cli.main import build_parser
 from fedtee.cli.server import build_server, parse_server_config
 from fedtee.client.config import parse_client_config
 from fedtee.errors import ConfigError, PolicyError
-
-
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("fed")
-    init_federation(
-        InitOptions(directory=directory, federation_id="fed", with_sim=True), now=datetime.now(UTC)
-    )
-    return directory
 
 
 def server_text(fed: Path, table: str) -> str:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from fedtee.cli.init import InitOptions, init_federation, server_toml
+from fedtee.cli.init import InitOptions, server_toml
 from fedtee.cli.server import build_server, parse_server_config
 from fedtee.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("fed")
-    init_federation(
-        InitOptions(directory=directory, federation_id="fed", with_sim=True), now=datetime.now(UTC)
-    )
-    return directory
 
 
 def _text(fed: Path, extra: str) -> str:
