@@ -493,9 +493,11 @@ def raise_open_files_limit() -> int:
     """Raise this process's soft limit on open files to its hard limit (as Go programs and
     most servers do) and return the soft limit now in force.
 
-    The server holds a file per TLS connection, and a round close maps every accepted update
-    of the round at once (Python's mmap keeps a descriptor per map), so a round of a few
-    thousand clients needs a few thousand descriptors; Debian's default soft limit is 1,024.
+    The server holds a file per TLS connection, and a round close maps the round's updates
+    (Python's mmap keeps a descriptor per map) in batches of a quarter of this limit
+    (:func:`fedtee.server.rounds.maps_at_once`), one batch fast, the rest one at a time, so
+    a round of a few thousand clients wants a few thousand descriptors; Debian's default
+    soft limit is 1,024.
     """
     try:
         import resource
