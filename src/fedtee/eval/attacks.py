@@ -514,7 +514,10 @@ class Arena:
     def ledger_entries(self) -> list[dict[str, Any]]:
         if self.server is None:
             return []
-        return [json.loads(line) for line in self.server.paths.ledger.read_bytes().splitlines()]
+        data = self.server.paths.ledger.read_bytes()
+        # The server may be appending: a last line without its newline is not written yet.
+        whole = data[: data.rfind(b"\n") + 1]
+        return [json.loads(line) for line in whole.splitlines()]
 
 
 # --- scenarios ---------------------------------------------------------------------------
@@ -1264,18 +1267,31 @@ def _ledger_refusals(arena: Arena) -> list[str]:
     ledger is read without verifying: its receipts are not bound to their rounds."""
     if arena.server is None:
         return []
+    # The server stores a refusal, then appends it to the ledger: a scenario that saw the
+    # stored refusal can get here between the two writes. Every stored refusal has its
+    # ledger entry, so wait (bounded) until the ledger holds as many.
+    store = arena.server.store
+    stored = len(store.rejections(FEDERATION)) if store is not None else 0
+    deadline = time.monotonic() + WAIT_S
+    while len(_refusals_in(arena.ledger_entries())) < stored and time.monotonic() < deadline:
+        time.sleep(0.05)
     if not arena.insecure:
         paths = arena.server.paths
         key = serialization.load_pem_public_key(paths.server_key.read_bytes()).public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         try:
-            verify_ledger(paths.ledger.read_bytes(), server_public_key=key)
+            data = paths.ledger.read_bytes()
+            verify_ledger(data[: data.rfind(b"\n") + 1], server_public_key=key)
         except LedgerError as exc:
             log.error("the ledger does not verify: %s", exc)
             return []
+    return _refusals_in(arena.ledger_entries())
+
+
+def _refusals_in(entries: Sequence[dict[str, Any]]) -> list[str]:
     found = []
-    for e in arena.ledger_entries():
+    for e in entries:
         body = e["body"]
         if e["kind"] == "rejection" or (e["kind"] == "receipt" and not body["accepted"]):
             found.append(str(body["reason"]))
