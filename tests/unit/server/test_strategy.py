@@ -111,8 +111,33 @@ def test_memory_does_not_grow_with_number_of_clients(together: bool) -> None:
     model_bytes = 512 * 512 * 8
     stage_bytes = (strategy_module.GROUP + 1) * strategy_module.BLOCK * 8
     assert many < few + model_bytes // 4
-    # The accumulator, the new model and the stage: not 40 models.
-    assert many < 2 * model_bytes + stage_bytes + model_bytes // 4
+    # The accumulator (the new model is written over it) and the stage: not 40 models.
+    assert many < model_bytes + stage_bytes + model_bytes // 4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("size", [1, strategy_module.BLOCK - 1, strategy_module.BLOCK * 3 + 5])
+def test_finalize_narrows_in_the_accumulator_exactly_as_one_division(
+    dtype: type, size: int
+) -> None:
+    # The float64 sum divided once and rounded once to the model's dtype, bit for bit, even
+    # though the result is written over the accumulator's own buffer block by block.
+    rng = np.random.default_rng(size)
+    updates: list[dict[str, np.ndarray]] = [
+        {"w": (rng.standard_normal((size, 1)) * 50).astype(dtype)} for _ in range(3)
+    ]
+    weights = [3, 1, 7]
+    strategy = FedAvg()
+    strategy.begin(ModelSpec.of(updates[0]))
+    strategy.accumulate_many(list(zip(updates, weights, strict=True)))
+    result = strategy.finalize()["w"]
+    pairs = zip(updates, weights, strict=True)
+    acc = np.zeros((size, 1), np.float64)
+    for u, k in pairs:
+        acc += np.float64(k) * u["w"].astype(np.float64)
+    expected = (acc / float(sum(weights))).astype(dtype)
+    assert result.dtype == dtype and result.shape == (size, 1)
+    np.testing.assert_array_equal(result, expected)
 
 
 def test_configure_round_rotates_a_window() -> None:
