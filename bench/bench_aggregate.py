@@ -218,13 +218,10 @@ def _verdict(rows: list[dict[str, object]]) -> str:
     return (
         "- Result: "
         + "; ".join(parts)
-        + ". Reaching 50% with the float64 default on one core needs less numpy work per "
-        "parameter and update than a cast plus an einsum pass: a compiled kernel that casts, "
-        "multiplies and adds in one pass, or BLAS dgemv for the weighted sum (about 0.15 ns "
-        "here against einsum's 0.26, but OpenBLAS multithreads gemv by size, and with "
-        "threads on this loaded machine it collapsed to a few percent), or folding disjoint "
-        "block ranges on several cores (numpy releases the GIL), which this 2-core shared "
-        "machine cannot show."
+        + ". The float64 fold's remaining cost is numpy's per-element work on one core: "
+        "the float32-to-float64 cast into the stage and the dgemv; past that, folding "
+        "disjoint block ranges on several cores (numpy releases the GIL) is the next step, "
+        "which this 2-core shared machine cannot show."
     )
 
 
@@ -267,15 +264,19 @@ def main() -> None:
                 "which time spent waiting for a core does not inflate.",
                 f"- The fold reads each update once: per block of {BLOCK:,} parameters, up to "
                 f"{GROUP} updates are cast into a cache-resident float64 (or float32) stage, "
-                "their weighted sum (einsum) is checked finite and added to the accumulator, "
+                "their weighted sum (BLAS dgemv, one 16 x 16,384 product per block: below "
+                "OpenBLAS's threading threshold, so one thread; CPU time equals wall time "
+                "below) is checked finite (one sum) and added to the accumulator (written, "
+                "not added, by the first group), "
                 f"which so crosses memory once per {GROUP} updates, not once per update. One at "
                 "a time reads each update twice (finiteness check, then add) and reads and "
                 "writes the accumulator once per update. On this machine the fold is bound by "
                 "numpy's per-element work on one core, not by memory: profiled at P = 10M, "
-                "N = 10, the float32-to-float64 cast into the stage takes about 0.35 ns per "
-                "parameter and update and the weighted sum about 0.26 ns, against 0.47 ns per "
-                "float32 for the copy; begin/finalize (allocating, dividing and converting the "
-                "accumulator) add a fixed cost of a few copies of the model.",
+                "N = 10 in memory, the float32-to-float64 cast into the stage takes about "
+                "0.5 ns per parameter and update and the dgemv about 0.2 ns (einsum took "
+                "0.26), against about 0.7 ns per float32 for the copy; finalize divides the "
+                "accumulator and writes the float32 model over the front of its own buffer "
+                "(no second model-sized array).",
                 "- The round close adds SHA-256 of every stored update (one thread per update, "
                 "up to the number of cores) beside the fold, and writes and fsyncs the new "
                 "model: on 2 shared cores the hash, not the fold, sets the round-close time; "

@@ -246,7 +246,7 @@ class FedAvg:
         Right after :meth:`begin` (the round loop's case) the model is walked tensor by
         tensor and block by block; for each block, the block of every update of a group of
         up to GROUP updates is cast into a cache-resident staging array, their weighted sum
-        is taken (``einsum``), checked finite and added to the accumulator's block. Each
+        is taken (``np.dot``), checked finite and added to the accumulator's block. Each
         tensor of each update is read once (an encoded update is decoded once per tensor),
         and the accumulator is read and written once per group, not once per update.
         Updates that are :class:`Releasable` have their pages released every WINDOW_BYTES.
