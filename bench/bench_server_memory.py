@@ -56,11 +56,13 @@ def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[st
         time.sleep(0.5)
         idle = _common.tree_rss_bytes(server.pid)
         sampler.start()
-        report = asyncio.run(run_load(target, LoadOptions(clients=clients)))
+        # Uploads refused while every transfer slot is taken come back to grpc.aio as
+        # INTERNAL (see fedtee.eval.loadgen._early_end) and spend attempts: allow many.
+        options = LoadOptions(clients=clients, max_attempts=160, backoff_max_s=5.0)
+        report = asyncio.run(run_load(target, options))
         if not report.ok:
             error = (
-                f"{report.errors} errors {report.error_reasons}, "
-                f"{report.rejected_updates} rejected"
+                f"{report.errors} errors {report.error_reasons}, {report.rejected_updates} rejected"
             )
     finally:
         sampler.stop()
@@ -85,8 +87,16 @@ def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[st
 def render(rows: list[dict[str, object]]) -> str:
     base = float(str(rows[0]["server_peak_mib"])) if rows else 0.0
     return _common.table(
-        ("N", "P (float32)", "model MiB", "server idle MiB", "server peak MiB",
-         "peak / peak at smallest N", "s/round", "ok"),
+        (
+            "N",
+            "P (float32)",
+            "model MiB",
+            "server idle MiB",
+            "server peak MiB",
+            "peak / peak at smallest N",
+            "s/round",
+            "ok",
+        ),
         (
             (
                 r["clients"],

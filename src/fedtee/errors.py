@@ -110,6 +110,7 @@ class Reason(StrEnum):
     ROUND_CLOSED = "round_closed"
     NOT_SELECTED = "not_selected"
     SERVER_UNAVAILABLE = "server_unavailable"
+    SERVER_BUSY = "server_busy"  # every transfer slot taken: ask again after retry_after
     MODEL_DIGEST_MISMATCH = "model_digest_mismatch"
 
     # --- updates and receipts ----------------------------------------------------------

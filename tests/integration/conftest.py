@@ -85,6 +85,7 @@ class Harness:
             upload_grace_ms=s.pop("upload_grace_ms", 5_000),
             attester=s.pop("attester", None),  # mutual attestation: the server's own TEE
             server_evidence_per_s=s.pop("server_evidence_per_s", 10.0),
+            max_transfers=s.pop("max_transfers", 16),
         )
         assert not s, f"unknown settings {s}"
         self.server = FederationServer(config, clock=self.clock, evaluate=self.att.evaluate)

@@ -191,6 +191,7 @@ tls_key = "server.key"
 state_dir = "state"             # state.db, artifacts/, ledger.jsonl, the server's key
 # malloc_arenas = 2             # glibc malloc arenas of this process (0: glibc's default)
 # http2_bdp_probe = false       # grow HTTP/2 windows by BDP probing (memory grows with N)
+# max_transfers = 0             # model transfers at once (0: no limit); past it: wait
 
 [rounds]
 rounds = {opts.rounds}                      # rounds to run, then FINISHED
@@ -261,7 +262,7 @@ backoff_initial_s = 0.2         # first retry delay; doubles each time, with jit
 backoff_max_s = 5.0             # longest retry delay
 # max_busy_s = 600.0            # how long to keep asking a server that sheds load
 # profile = "default"           # "iot": small-device defaults (docs/iot.md); --profile wins
-# chunk_bytes = 1048576         # upload chunk size, at most 1 MiB (iot default: 65536)
+# chunk_bytes = 262144          # upload chunk size, at most 1 MiB (iot default: 65536)
 # malloc_arenas = 2             # glibc malloc arenas of this process (iot default: 1)
 """
 

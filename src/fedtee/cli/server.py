@@ -7,7 +7,7 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
 
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
     [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional),
-                     http2_bdp_probe (optional)
+                     http2_bdp_probe (optional), max_transfers (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -45,13 +45,22 @@ from fedtee.cli._files import read_bounded as _read
 from fedtee.cli._files import read_text as _read_text
 from fedtee.errors import ConfigError
 from fedtee.memory import DEFAULT_MALLOC_ARENAS, MAX_MALLOC_ARENAS, limit_malloc_arenas
+from fedtee.server.slots import DEFAULT_MAX_TRANSFERS, MAX_TRANSFERS
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODEL_FILE_BYTES = 1 << 32
 
 _SCHEMA: dict[str, set[str]] = {
     "federation": {"id", "initial_model", "model"},
-    "server": {"address", "tls_cert", "tls_key", "state_dir", "malloc_arenas", "http2_bdp_probe"},
+    "server": {
+        "address",
+        "tls_cert",
+        "tls_key",
+        "state_dir",
+        "malloc_arenas",
+        "http2_bdp_probe",
+        "max_transfers",
+    },
     "rounds": {
         "rounds",
         "clients_per_round",
@@ -135,6 +144,7 @@ class ServerFileConfig:
     server_attestation: ServerAttestationFileConfig | None = None  # mutual attestation
     malloc_arenas: int = DEFAULT_MALLOC_ARENAS  # the server process's (0: glibc's default)
     http2_bdp_probe: bool = False  # grow HTTP/2 receive windows by BDP probing (memory x N)
+    max_transfers: int = DEFAULT_MAX_TRANSFERS  # model transfers at once (0: unlimited)
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -215,6 +225,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         state_dir=path("server", srv, "state_dir") or base_dir / "state",
         malloc_arenas=_typed("server", srv, "malloc_arenas", int, DEFAULT_MALLOC_ARENAS),
         http2_bdp_probe=_typed("server", srv, "http2_bdp_probe", bool, False),
+        max_transfers=_typed("server", srv, "max_transfers", int, DEFAULT_MAX_TRANSFERS),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -240,6 +251,11 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
     if not 0 <= cfg.malloc_arenas <= MAX_MALLOC_ARENAS:
         raise ConfigError(
             f"[server] malloc_arenas must be within 0..{MAX_MALLOC_ARENAS} (0: glibc's default)"
+        )
+    if not 0 <= cfg.max_transfers <= MAX_TRANSFERS:
+        raise ConfigError(
+            f"[server] max_transfers must be within 0..{MAX_TRANSFERS} (0: unlimited), "
+            f"got {cfg.max_transfers}"
         )
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
@@ -460,6 +476,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         tls_key_pem=_read(cfg.tls_key),
         state_dir=cfg.state_dir,
         http2_bdp_probe=cfg.http2_bdp_probe,
+        max_transfers=cfg.max_transfers,
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(

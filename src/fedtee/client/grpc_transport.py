@@ -50,17 +50,32 @@ CALL_TIMEOUT_S = 60.0
 STREAM_TIMEOUT_S = 600.0
 
 
-def _reason_of(error: grpc.RpcError) -> Reason | None:
+def _trailing(error: grpc.RpcError, wanted: str) -> str | None:
+    """The value of trailing metadata key ``wanted`` of a failed call, if it has one."""
     trailing_metadata = getattr(error, "trailing_metadata", None)
     trailing: Any = trailing_metadata() if callable(trailing_metadata) else None
     for key, value in trailing or ():
-        if key == auth.REASON_KEY:
-            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            try:
-                return Reason(text)
-            except ValueError:
-                return None
+        if key == wanted:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def _reason_of(error: grpc.RpcError) -> Reason | None:
+    text = _trailing(error, auth.REASON_KEY)
+    try:
+        return None if text is None else Reason(text)
+    except ValueError:
+        return None
+
+
+def _retry_after_s(error: grpc.RpcError) -> float | None:
+    """The server's retry_after hint of a server_busy refusal, bounded to 0.01..60 s."""
+    text = _trailing(error, auth.RETRY_AFTER_KEY)
+    try:
+        ms = None if text is None else int(text[:12])
+    except ValueError:
+        return None
+    return None if ms is None else min(max(ms, 10), 60_000) / 1000
 
 
 def translate(method: str, error: grpc.RpcError) -> Exception:
@@ -78,6 +93,8 @@ def translate(method: str, error: grpc.RpcError) -> Exception:
         # gRPC's own load shedding ("Concurrent RPC limit exceeded!"), not a fedtee refusal
         # (those carry a reason, e.g. message_too_large): the server is busy, ask again.
         return ServerBusy(message)
+    if reason is Reason.SERVER_BUSY:  # every transfer slot taken: ask again when told
+        return ServerBusy(message, retry_after_s=_retry_after_s(error))
     if code is grpc.StatusCode.UNAUTHENTICATED or (
         reason is not None and reason.value.startswith("credential_")
     ):

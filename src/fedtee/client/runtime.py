@@ -185,7 +185,10 @@ class ClientRuntime:
                         f"{what}: server still busy after {busy_waited:.0f}s of retries: "
                         f"{exc.message}"
                     ) from exc
-                delay = self._backoff(min(busy, 16))
+                if exc.retry_after_s is not None:  # the server's estimate of the wait
+                    delay = exc.retry_after_s * (0.5 + self._rng.random())
+                else:
+                    delay = self._backoff(min(busy, 16))
                 busy += 1
                 busy_waited += delay
                 detail = exc.message

@@ -38,9 +38,18 @@ class ServerUnavailable(ProtocolError):
 
 
 class ServerBusy(ServerUnavailable):
-    """The server is up but shedding load (gRPC's RESOURCE_EXHAUSTED with no fedtee reason,
-    e.g. past its concurrent-call limit): ask again later. The runtime retries it for a time
-    budget of its own rather than a few attempts."""
+    """The server is up but shedding load: every transfer slot taken (``server_busy``, with
+    the server's ``retry_after_s`` hint) or gRPC's own RESOURCE_EXHAUSTED with no fedtee
+    reason (past its concurrent-call limit; no hint): ask again later. The runtime retries it
+    for a time budget of its own rather than a few attempts."""
+
+    default_reason = Reason.SERVER_BUSY
+
+    def __init__(
+        self, message: str, *, reason: Reason | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, kw_only=True)

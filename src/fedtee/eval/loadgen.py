@@ -14,9 +14,11 @@ clients need one thread.
 workload of the benchmarks): the figures measure the federation, not a learning algorithm.
 
 A call the server sheds (UNAVAILABLE, RESOURCE_EXHAUSTED without a fedtee reason,
-DEADLINE_EXCEEDED) is retried with jittered backoff and counted in ``retries``; anything
-else ends that client and is counted in ``errors`` with its reason. Nothing here reads files:
-the caller passes the CA, the sim root and the code measurement as values.
+DEADLINE_EXCEEDED) is retried with jittered backoff and counted in ``retries``; a
+``server_busy`` answer (every transfer slot taken) is asked again after the server's
+retry_after hint and counted in ``busy``; anything else ends that client and is counted in
+``errors`` with its reason. Nothing here reads files: the caller passes the CA, the sim root
+and the code measurement as values.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from fedtee.attest.binding import report_data
 from fedtee.attest.model import TeeType
 from fedtee.client.grpc_transport import translate
 from fedtee.client.runtime import EnrolmentRejected
-from fedtee.client.transport import ServerUnavailable
+from fedtee.client.transport import ServerBusy, ServerUnavailable
 from fedtee.errors import FedteeError, Reason
 from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
 from fedtee.wire import auth, serde
@@ -71,6 +73,20 @@ _SHED = frozenset(
 T = TypeVar("T")
 
 
+def _early_end(method: str, exc: grpc.aio.AioRpcError) -> bool:
+    """An upload the server ended before the client had sent all of it (e.g. server_busy:
+    every transfer slot taken), as grpc.aio reports it: INTERNAL "Internal error from Core"
+    in place of the server's status when a queued write fails after the status arrived
+    (grpc/grpc#36066; the sync API, which ``fedtee client`` uses, reports the status). Asked
+    again with backoff, spending ``max_attempts``: a refusal that is not load shedding ends
+    the client once they run out."""
+    return (
+        method == "SubmitUpdate"
+        and exc.code() is grpc.StatusCode.INTERNAL
+        and "Internal error from Core" in (exc.details() or "")
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoadTarget:
     """Where the server is and what the virtual clients need to be admitted."""
@@ -91,6 +107,10 @@ class LoadOptions:
     max_rounds: int | None = None  # stop after training this many rounds (None: until FINISHED)
     call_timeout_s: float = 120.0
     max_attempts: int = 30  # per call, for calls the server sheds
+    chunk_bytes: int = 256 * 1024  # UpdateChunk data size, as a real client's default
+    # A server_busy answer (transfer slots all taken) is asked again after the server's
+    # retry_after hint, for up to this long per call, without spending max_attempts.
+    max_busy_s: float = 600.0
     backoff_max_s: float = 2.0
     clock_offset_ms: int = 0  # added to this machine's clock (clock-skew experiments)
     # At most this many clients between challenge and credential at once (0: no limit). A
@@ -115,6 +135,7 @@ class ClientResult:
     finished: bool = False
     error: str = ""  # "reason: message" of what ended this client early
     retries: int = 0
+    busy: int = 0  # server_busy answers (transfer slots taken), each asked again
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +148,7 @@ class LoadReport:
     errors: int
     error_reasons: dict[str, int]
     retries: int
+    busy: int  # server_busy answers, each asked again after the server's hint
     enrol_wall_s: float  # from start until the last client held a credential
     wall_s: float
     enrol_latency_s: tuple[float, float]  # (median, 95th percentile)
@@ -193,14 +215,26 @@ class VirtualClient:
 
     async def _call(self, method: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """One call, retried with jittered backoff while the server sheds load."""
-        for n in range(self._options.max_attempts):
+        busy_waited = 0.0
+        n = 0
+        while n < self._options.max_attempts:
             try:
                 return await attempt()
             except grpc.aio.AioRpcError as exc:
                 error = translate(method, exc)
-                shed = exc.code() in _SHED and not any(
-                    k == auth.REASON_KEY for k, _ in exc.trailing_metadata() or ()
-                )
+                hint = error.retry_after_s if isinstance(error, ServerBusy) else None
+                if hint is not None:
+                    if busy_waited >= self._options.max_busy_s:
+                        raise error from exc
+                    self.result.busy += 1
+                    delay = hint * (0.5 + self._rng.random())
+                    busy_waited += delay
+                    await asyncio.sleep(delay)
+                    continue
+                shed = (
+                    exc.code() in _SHED
+                    and not any(k == auth.REASON_KEY for k, _ in exc.trailing_metadata() or ())
+                ) or _early_end(method, exc)
                 if not (shed or isinstance(error, ServerUnavailable)):
                     raise error from exc
                 if n + 1 == self._options.max_attempts:
@@ -208,6 +242,7 @@ class VirtualClient:
             self.result.retries += 1
             delay = min(self._options.backoff_max_s, 0.05 * (1 << min(n, 6)))
             await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
+            n += 1
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def enroll(self) -> None:
@@ -322,7 +357,7 @@ class VirtualClient:
         chunks: AsyncIterable[bytes] | None = None,
     ) -> SubmitOutcome:
         """Send the update (as ``chunks`` when given, e.g. a stream that breaks off)."""
-        step = self._target.limits.chunk_bytes
+        step = min(self._options.chunk_bytes, self._target.limits.chunk_bytes)
 
         async def parts() -> AsyncIterator[bytes]:
             for i in range(0, len(update), step):
@@ -462,6 +497,7 @@ async def run_load(
         errors=sum(1 for r in results if r.error),
         error_reasons=dict(reasons),
         retries=sum(r.retries for r in results),
+        busy=sum(r.busy for r in results),
         enrol_wall_s=max(enrolled_at, default=0.0),
         wall_s=wall,
         enrol_latency_s=_percentiles([r.enrol_s for r in results if r.enrolled]),

@@ -52,6 +52,7 @@ from fedtee.server.credentials import CredentialAuthority
 from fedtee.server.gate import EnrolmentGate
 from fedtee.server.rounds import RoundManager
 from fedtee.server.self_attestation import ServerAttestation
+from fedtee.server.slots import Lease, ServerBusyError, TransferSlots
 from fedtee.server.store import ClientRecord, StateStore
 from fedtee.wire import auth, serde
 from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
@@ -77,6 +78,7 @@ _STATUS_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.MODEL_DIGEST_MISMATCH: grpc.StatusCode.NOT_FOUND,
     Reason.DEVICE_ABSENT: grpc.StatusCode.UNIMPLEMENTED,
     Reason.DEVICE_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.SERVER_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.DEVICE_FAILED: grpc.StatusCode.INTERNAL,
 }
 
@@ -98,7 +100,10 @@ def status_for(exc: FedteeError) -> grpc.StatusCode:
 
 
 def _abort(context: grpc.ServicerContext, exc: FedteeError) -> NoReturn:
-    context.set_trailing_metadata(((auth.REASON_KEY, exc.reason.value),))
+    trailing: tuple[tuple[str, str], ...] = ((auth.REASON_KEY, exc.reason.value),)
+    if isinstance(exc, ServerBusyError):
+        trailing += ((auth.RETRY_AFTER_KEY, str(exc.retry_after_ms)),)
+    context.set_trailing_metadata(trailing)
     context.abort(status_for(exc), str(exc))
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
@@ -150,7 +155,9 @@ class FederationService(pb_grpc.FederationServicer):
         limits: WireLimits = DEFAULT_LIMITS,
         upload_grace_ms: int = UPLOAD_GRACE_MS,
         server_attestation: ServerAttestation | None = None,
+        slots: TransferSlots | None = None,
     ) -> None:
+        self._slots = slots if slots is not None else TransferSlots(0)
         self._upload_grace_ms = upload_grace_ms
         self._server_attestation = server_attestation
         self._gate = gate
@@ -259,22 +266,28 @@ class FederationService(pb_grpc.FederationServicer):
         if isinstance(request, _Malformed):
             self.refuse_malformed(context, "DownloadModel", request)
         try:
-            self._authenticate(context, DOWNLOAD_MODEL)
+            client = self._authenticate(context, DOWNLOAD_MODEL)
             req = serde.model_request_from_proto(request)
             chunks = self._rounds.model_chunks(
                 round=req.round, digest=req.digest, offset=req.offset
             )
             total = self._rounds.model_size(req.digest)
+            lease = self._slots.acquire(client.id)  # last: a refused request costs nothing
         except FedteeError as exc:
             _abort(context, exc)
         except Exception as exc:
             _internal(context, "DownloadModel", exc)
-        offset = req.offset
-        for data in chunks:
-            yield serde.model_chunk_to_proto(
-                ModelChunk(data=bytes(data), offset=offset, total_size=total)
-            )
-            offset += len(data)
+        # Also on a cancelled call, whose generator may never be resumed to its finally.
+        context.add_callback(lease.release)
+        try:
+            offset = req.offset
+            for data in chunks:
+                yield serde.model_chunk_to_proto(
+                    ModelChunk(data=bytes(data), offset=offset, total_size=total)
+                )
+                offset += len(data)
+        finally:
+            lease.release()
 
     # --- updates ---------------------------------------------------------------------------
 
@@ -283,6 +296,7 @@ class FederationService(pb_grpc.FederationServicer):
     ) -> pb.SubmitResult:
         timer: threading.Timer | None = None
         client: ClientRecord | None = None
+        lease: Lease | None = None
         try:
             # A client that stops sending (even before its header) must not hold a server
             # thread past the round's deadline plus the grace period.
@@ -297,6 +311,8 @@ class FederationService(pb_grpc.FederationServicer):
             timer.daemon = True
             timer.start()
             client = self._authenticate(context, SUBMIT_UPDATE)
+            # Before reading anything: a refused upload costs its client nothing to resend.
+            lease = self._slots.acquire(client.id)
             try:
                 first = next(request_iterator)
             except StopIteration:
@@ -321,6 +337,8 @@ class FederationService(pb_grpc.FederationServicer):
                 encoding=parse_encoding(header.encoding),
                 offset=header.offset,
             )
+        except ServerBusyError as exc:
+            _abort(context, exc)  # load shedding: not a refusal, not recorded
         except FedteeError as exc:
             # rounds.submit records its own refusals and returns them: these came before it.
             self._record(exc, client_id=None if client is None else client.id)
@@ -335,6 +353,8 @@ class FederationService(pb_grpc.FederationServicer):
         finally:
             if timer is not None:
                 timer.cancel()
+            if lease is not None:
+                lease.release()
         reason = "" if result.reason is None else result.reason.value
         if reason:
             context.set_trailing_metadata(((auth.REASON_KEY, reason),))

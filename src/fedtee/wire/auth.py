@@ -27,6 +27,7 @@ CREDENTIAL_KEY = "fedtee-credential-bin"
 POP_KEY = "fedtee-pop-bin"
 TIMESTAMP_KEY = "fedtee-ts"
 REASON_KEY = "fedtee-reason"  # trailing metadata: the stable reason of a failed call
+RETRY_AFTER_KEY = "fedtee-retry-after-ms"  # trailing metadata of a server_busy refusal
 
 MAX_CREDENTIAL_BYTES = 2048
 MAX_METHOD_LEN = 128
@@ -130,6 +131,7 @@ __all__ = [
     "POP_DOMAIN",
     "POP_KEY",
     "REASON_KEY",
+    "RETRY_AFTER_KEY",
     "TIMESTAMP_KEY",
     "Metadata",
     "PresentedAuth",

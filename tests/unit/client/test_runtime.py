@@ -184,9 +184,34 @@ def test_a_server_busy_beyond_the_budget_is_given_up_on() -> None:
     runtime, _, sleeps = _runtime(server, max_busy_s=20.0)
     with pytest.raises(ServerBusy) as info:
         runtime.run()
-    assert info.value.reason is Reason.SERVER_UNAVAILABLE
+    assert info.value.reason is Reason.SERVER_BUSY
     assert "still busy" in info.value.message
     assert 20.0 <= sum(sleeps) < 20.0 + 5.0 + 1e-9
+
+
+class _SlotsTaken(FakeServer):
+    """The first ``busy_calls`` downloads find every transfer slot taken (server_busy with a
+    retry_after hint of ``hint_s``)."""
+
+    def __init__(self, busy_calls: int, hint_s: float, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.busy_calls = busy_calls
+        self.hint_s = hint_s
+
+    def download_model(self, **kw: Any) -> Any:
+        if self.busy_calls > 0:
+            self.busy_calls -= 1
+            raise ServerBusy("DownloadModel: all slots in use", retry_after_s=self.hint_s)
+        return super().download_model(**kw)
+
+
+def test_a_server_busy_hint_sets_the_wait_not_the_backoff() -> None:
+    server = _SlotsTaken(6, hint_s=0.4, rounds=1)
+    runtime, _, sleeps = _runtime(server, max_reconnect_attempts=2)
+    assert runtime.run().accepted == 1
+    assert len(sleeps) == 6
+    # Jittered around the hint (0.5x to 1.5x), not the doubling backoff.
+    assert all(0.2 <= s <= 0.6 for s in sleeps), sleeps
 
 
 def test_reattest_task_enrols_again_with_a_fresh_key() -> None:

@@ -39,6 +39,25 @@ def test_grpc_load_shedding_is_retryable_not_malformed() -> None:
     assert "Concurrent RPC limit exceeded!" in str(error)
 
 
+def test_server_busy_carries_the_servers_retry_after_hint_bounded() -> None:
+    def busy(hint: str | None) -> Exception:
+        failed = _Failed(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "all slots in use", Reason.SERVER_BUSY.value
+        )
+        if hint is not None:
+            failed._trailing += ((auth.RETRY_AFTER_KEY, hint),)
+        return translate("DownloadModel", failed)
+
+    error = busy("750")
+    assert isinstance(error, ServerBusy) and error.reason is Reason.SERVER_BUSY
+    assert error.retry_after_s == 0.75
+    huge, tiny, junk, missing = busy("9" * 40), busy("0"), busy("soon"), busy(None)
+    assert isinstance(huge, ServerBusy) and huge.retry_after_s == 60.0
+    assert isinstance(tiny, ServerBusy) and tiny.retry_after_s == 0.01
+    assert isinstance(junk, ServerBusy) and junk.retry_after_s is None  # backoff instead
+    assert isinstance(missing, ServerBusy) and missing.retry_after_s is None
+
+
 def test_a_refusal_with_a_reason_keeps_it() -> None:
     error = translate(
         "SubmitUpdate",

@@ -1,0 +1,34 @@
+"""[server] max_transfers: parsed, 0 (unlimited) by default, bounded, and handed to the
+server's slots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedtee.cli.init import InitOptions, server_toml
+from fedtee.cli.server import build_server, parse_server_config
+from fedtee.errors import ConfigError
+from fedtee.server.slots import DEFAULT_MAX_TRANSFERS
+
+
+def _text(fed: Path, extra: str) -> str:
+    text = server_toml(InitOptions(directory=fed, federation_id="fed", with_sim=True))
+    return text.replace("[server]\n", f"[server]\n{extra}\n", 1)
+
+
+def test_max_transfers_defaults_and_reaches_the_slots(fed: Path) -> None:
+    default = build_server(parse_server_config(_text(fed, ""), base_dir=fed))
+    assert default.config.max_transfers == DEFAULT_MAX_TRANSFERS == 0
+    assert default.slots.capacity == 0
+    four = build_server(parse_server_config(_text(fed, "max_transfers = 4"), base_dir=fed))
+    assert four.slots.capacity == 4
+    many = build_server(parse_server_config(_text(fed, "max_transfers = 4096"), base_dir=fed))
+    assert many.slots.capacity == 4096
+
+
+@pytest.mark.parametrize("value", ["-1", "4097", '"8"', "2.5"])
+def test_a_bad_max_transfers_is_a_config_error(fed: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="max_transfers"):
+        parse_server_config(_text(fed, f"max_transfers = {value}"), base_dir=fed)

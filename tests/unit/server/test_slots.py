@@ -1,0 +1,126 @@
+"""Transfer slots: a bounded number of model transfers at once, the rest told when to ask
+again (fedtee.server.slots)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fedtee.errors import Reason
+from fedtee.server import slots as slots_module
+from fedtee.server.slots import ServerBusyError, TransferSlots
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_capacity_bounds_transfers_and_a_release_frees_a_slot() -> None:
+    slots = TransferSlots(2, clock=_Clock())
+    a, b = slots.acquire("a"), slots.acquire("b")
+    assert slots.in_use == 2
+    with pytest.raises(ServerBusyError) as info:
+        slots.acquire("c")
+    assert info.value.reason is Reason.SERVER_BUSY
+    assert slots_module.MIN_RETRY_MS <= info.value.retry_after_ms <= slots_module.MAX_RETRY_MS
+    a.release()
+    a.release()  # idempotent: a finally and a termination callback may both run it
+    assert slots.in_use == 1
+    c = slots.acquire("c")
+    assert slots.in_use == 2
+    b.release()
+    c.release()
+    assert slots.in_use == 0
+
+
+def test_one_client_holds_at_most_one_slot() -> None:
+    slots = TransferSlots(4, clock=_Clock())
+    held = slots.acquire("a")
+    with pytest.raises(ServerBusyError):
+        slots.acquire("a")  # e.g. its dropped stream has not ended here yet
+    assert slots.in_use == 1
+    held.release()
+    slots.acquire("a").release()
+
+
+def test_zero_capacity_is_unlimited() -> None:
+    slots = TransferSlots(0)
+    leases = [slots.acquire("same") for _ in range(100)]
+    assert slots.in_use == 100
+    for lease in leases:
+        lease.release()
+    assert slots.in_use == 0
+    with pytest.raises(ValueError):
+        TransferSlots(-1)
+
+
+def test_the_hint_follows_transfer_time_and_waiters_per_slot() -> None:
+    clock = _Clock()
+    slots = TransferSlots(1, clock=clock)
+    for _ in range(40):  # transfers of 2 s each: the mean converges on 2 s
+        lease = slots.acquire("x")
+        clock.now += 2.0
+        lease.release()
+    held = slots.acquire("holder")
+
+    def hint(who: str) -> int:
+        with pytest.raises(ServerBusyError) as info:
+            slots.acquire(who)
+        return info.value.retry_after_ms
+
+    first = hint("w0")
+    assert 1_900 <= first <= 2_000  # one waiter per slot: about one transfer time
+    for k in range(1, 4):
+        last = hint(f"w{k}")
+    assert 7_600 <= last <= 8_000  # four waiters on one slot: about four transfer times
+    assert hint("w3") == last  # asking again does not count a client twice
+    clock.now += 1_000.0  # long gone: no longer counted as waiting
+    assert hint("w9") <= 2_000
+    held.release()
+
+
+def test_the_hint_is_bounded() -> None:
+    clock = _Clock()
+    slots = TransferSlots(1, clock=clock)
+    lease = slots.acquire("slow")
+    clock.now += 3_600.0
+    lease.release()  # one transfer of an hour
+    slots.acquire("holder")
+    with pytest.raises(ServerBusyError) as info:
+        slots.acquire("w")
+    assert info.value.retry_after_ms == slots_module.MAX_RETRY_MS
+
+
+def test_concurrent_acquires_never_exceed_capacity() -> None:
+    slots = TransferSlots(3)
+    peak = 0
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        nonlocal peak
+        for _ in range(200):
+            try:
+                lease = slots.acquire(f"c{k}")
+            except ServerBusyError:
+                continue
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+                return
+            with lock:
+                peak = max(peak, slots.in_use)
+            lease.release()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert 1 <= peak <= 3
+    assert slots.in_use == 0
