@@ -262,7 +262,7 @@ backoff_initial_s = 0.2         # first retry delay; doubles each time, with jit
 backoff_max_s = 5.0             # longest retry delay
 # max_busy_s = 600.0            # how long to keep asking a server that sheds load
 # profile = "default"           # "iot": small-device defaults (docs/iot.md); --profile wins
-# chunk_bytes = 262144          # upload chunk size, at most 1 MiB (iot default: 65536)
+# chunk_bytes = 1048576         # upload chunk size, at most 1 MiB (iot default: 65536)
 # malloc_arenas = 2             # glibc malloc arenas of this process (iot default: 1)
 """
 

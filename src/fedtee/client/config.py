@@ -116,7 +116,7 @@ def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: 
 PROFILES = ("default", "iot")
 # What a profile changes, unless the config sets the key itself.
 _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "default": {"chunk_bytes": 256 * 1024, "encoding": "safetensors", "malloc_arenas": 2},
+    "default": {"chunk_bytes": 1 << 20, "encoding": "safetensors", "malloc_arenas": 2},
     "iot": {"chunk_bytes": 64 * 1024, "encoding": "int8", "malloc_arenas": 1},
 }
 ENCODINGS = tuple(e.value for e in Encoding)

@@ -107,7 +107,7 @@ class LoadOptions:
     max_rounds: int | None = None  # stop after training this many rounds (None: until FINISHED)
     call_timeout_s: float = 120.0
     max_attempts: int = 30  # per call, for calls the server sheds
-    chunk_bytes: int = 256 * 1024  # UpdateChunk data size, as a real client's default
+    chunk_bytes: int = 1 << 20  # UpdateChunk data size, as a real client's default
     # A server_busy answer (transfer slots all taken) is asked again after the server's
     # retry_after hint, for up to this long per call, without spending max_attempts.
     max_busy_s: float = 600.0

@@ -117,9 +117,9 @@ class ServerConfig:
     max_transfers: int = DEFAULT_MAX_TRANSFERS
     # Data bytes in one ModelChunk the server sends (at most limits.chunk_bytes, the most it
     # accepts in one). Each transfer in flight holds a few copies of a chunk on its way
-    # through protobuf, gRPC and TLS: at 1 MiB, 100 clients at a 3.8 MiB model peaked at
-    # 330 MiB, at 256 KiB at 185 MiB (bench_server_memory), for rounds about 8% longer at
-    # 10,000,000 parameters and 10 clients (more messages per model).
+    # through protobuf, gRPC and TLS, so this bounds what downloads add to the server's
+    # memory; 256 KiB downloads cost no round time against 1 MiB (docs/config.md, "Chunk
+    # size").
     send_chunk_bytes: int = 256 * 1024
     tick_s: float = 0.05
     # Mutual attestation: the aggregator's own attester (see fedtee.server.self_attestation:

@@ -28,8 +28,8 @@ def _parse(runtime: str = "", profile: str | None = None) -> tuple[str, int, str
     return config.profile, config.chunk_bytes, config.encoding, config.topk_fraction
 
 
-def test_default_profile_sends_plain_updates_in_256_kib_chunks() -> None:
-    assert _parse() == ("default", 256 * 1024, "safetensors", 0.01)
+def test_default_profile_sends_plain_updates_in_1_mib_chunks() -> None:
+    assert _parse() == ("default", 1 << 20, "safetensors", 0.01)
 
 
 def test_iot_profile_defaults_to_small_chunks_and_int8_unless_the_file_says_otherwise() -> None:
