@@ -1,7 +1,7 @@
 """Server peak memory against the number of clients N, at a fixed model size P.
 
 Run: ``.venv/bin/python bench/bench_server_memory.py [--quick] [--json PATH] [--no-doc]
-[--clients 2,10,30,100] [--params 1000000] [--rounds 3]``.
+[--clients 2,10,30,100] [--params 1000000] [--rounds 3] [--upload-chunks 1048576,262144]``.
 
 One real ``fedtee server start`` process per N (TLS gRPC, sim attestation policy, receipts,
 ledger, SQLite state; model of P float32 parameters) and N virtual clients in one
@@ -31,7 +31,9 @@ from fedtee.eval.loadgen import LoadOptions, LoadTarget, run_load
 from fedtee.localnet import wait_for_port
 
 
-def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[str, object]:
+def run_one(
+    workdir: Path, *, clients: int, params: int, rounds: int, upload_chunk: int = 1 << 20
+) -> dict[str, object]:
     server_toml, _, port = prepare(workdir, clients=clients, params=params, rounds=rounds)
     target = LoadTarget(
         address=f"127.0.0.1:{port}",
@@ -58,7 +60,9 @@ def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[st
         sampler.start()
         # Uploads refused while every transfer slot is taken come back to grpc.aio as
         # INTERNAL (see fedtee.eval.loadgen._early_end) and spend attempts: allow many.
-        options = LoadOptions(clients=clients, max_attempts=160, backoff_max_s=5.0)
+        options = LoadOptions(
+            clients=clients, max_attempts=160, backoff_max_s=5.0, chunk_bytes=upload_chunk
+        )
         report = asyncio.run(run_load(target, options))
         if not report.ok:
             error = (
@@ -73,6 +77,7 @@ def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[st
     return {
         "clients": clients,
         "params": params,
+        "upload_chunk_kib": upload_chunk // 1024,
         "rounds": len(round_s),
         "server_idle_mib": round(idle / 2**20, 1),
         "server_peak_mib": round(sampler.peak_by_root.get(server.pid, 0) / 2**20, 1),
@@ -85,12 +90,16 @@ def run_one(workdir: Path, *, clients: int, params: int, rounds: int) -> dict[st
 
 
 def render(rows: list[dict[str, object]]) -> str:
-    base = float(str(rows[0]["server_peak_mib"])) if rows else 0.0
+    # Each row against the smallest N with the same upload chunk size.
+    base: dict[object, float] = {}
+    for r in rows:
+        base.setdefault(r.get("upload_chunk_kib"), float(str(r["server_peak_mib"])))
     return _common.table(
         (
             "N",
             "P (float32)",
             "model MiB",
+            "upload chunk KiB",
             "server idle MiB",
             "server peak MiB",
             "peak / peak at smallest N",
@@ -102,15 +111,16 @@ def render(rows: list[dict[str, object]]) -> str:
                 r["clients"],
                 f"{r['params']:,}",
                 r["model_mib"],
+                r.get("upload_chunk_kib", "-"),
                 f"{r['server_idle_mib']:,.0f}",
                 f"{r['server_peak_mib']:,.0f}",
-                f"{float(str(r['server_peak_mib'])) / base:.2f}" if base else "-",
+                f"{float(str(r['server_peak_mib'])) / base[r.get('upload_chunk_kib')]:.2f}",
                 r["round_s_median"],
                 "yes" if r["ok"] else f"**no**: {r['error']}",
             )
             for r in rows
         ),
-        align="rrrrrrrl",
+        align="rrrrrrrrl",
     )
 
 
@@ -120,24 +130,34 @@ def main() -> None:
     ap.add_argument("--params", type=int, default=1_000_000, help="model size (float32)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per run")
     ap.add_argument(
+        "--upload-chunks",
+        default="1048576,262144",
+        help="comma-separated UpdateChunk sizes the clients upload in, each run for every N "
+        "(1048576 is the client default; the server sends 262144)",
+    )
+    ap.add_argument(
         "--note", action="append", default=[], help="a sentence for the doc section (repeatable)"
     )
     args = ap.parse_args()
     if args.quick:
-        clients, params, rounds = [2, 10], 200_000, 2
+        clients, params, rounds, chunks = [2, 10], 200_000, 2, [1 << 20]
     else:
         clients = [int(x) for x in args.clients.split(",")]
         params, rounds = args.params, args.rounds
+        chunks = [int(x) for x in args.upload_chunks.split(",")]
     info = _common.machine_info()
     print(_common.machine_line(info))
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="fedtee-bench-mem-"))
     try:
-        for n in clients:
-            row = run_one(scratch / f"n{n}", clients=n, params=params, rounds=rounds)
-            shutil.rmtree(scratch / f"n{n}", ignore_errors=True)
-            print(row, flush=True)
-            rows.append(row)
+        for chunk in chunks:
+            for n in clients:
+                row = run_one(
+                    scratch / f"n{n}", clients=n, params=params, rounds=rounds, upload_chunk=chunk
+                )
+                shutil.rmtree(scratch / f"n{n}", ignore_errors=True)
+                print(row, flush=True)
+                rows.append(row)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(render(rows))
@@ -151,7 +171,9 @@ def main() -> None:
                 "- One `fedtee server start` process; N virtual clients (fedtee.eval.loadgen, "
                 "one process: own key, sim platform, enrolment, signed receipts each), all "
                 f"selected every round, {rounds} rounds. Peak: highest summed VmRSS of the "
-                "server's process tree, sampled every 0.1 s. Goal (issue 6): flat in N.",
+                "server's process tree, sampled every 0.1 s. Goal (issue 6): flat in N. The "
+                "server sends 256 KiB chunks; the clients upload in the chunk size of the "
+                "row (1 MiB: a client's default; 256 KiB: `[runtime] chunk_bytes = 262144`).",
                 "",
                 render(rows),
                 *(f"\n{note}" for note in args.note),
@@ -177,9 +199,19 @@ def plot(rows: list[dict[str, object]], out_dir: Path) -> list[Path]:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    xs = [int(str(r["clients"])) for r in rows]
-    ax.plot(xs, [float(str(r["server_peak_mib"])) for r in rows], "-o", label="peak")
-    ax.plot(xs, [float(str(r["server_idle_mib"])) for r in rows], "--", label="idle")
+    for chunk in dict.fromkeys(r.get("upload_chunk_kib") for r in rows):
+        mine = [r for r in rows if r.get("upload_chunk_kib") == chunk]
+        xs = [int(str(r["clients"])) for r in mine]
+        label = f"peak, {chunk} KiB uploads"
+        ax.plot(xs, [float(str(r["server_peak_mib"])) for r in mine], "-o", label=label)
+    chunk0 = rows[0].get("upload_chunk_kib") if rows else None
+    first = [r for r in rows if r.get("upload_chunk_kib") == chunk0]
+    ax.plot(
+        [int(str(r["clients"])) for r in first],
+        [float(str(r["server_idle_mib"])) for r in first],
+        "--",
+        label="idle",
+    )
     ax.set(xlabel="clients N", ylabel="server RSS (MiB)", xscale="log", ylim=(0, None))
     ax.set_title(f"server memory, P = {rows[0]['params']:,}" if rows else "server memory")
     ax.legend()
