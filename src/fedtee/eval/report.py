@@ -52,7 +52,17 @@ class BenchSpec:
 
 def _sizes(*params: int, clients: int = 2, rounds: int = 3) -> tuple[tuple[str, ...], ...]:
     return tuple(
-        ("--clients", str(clients), "--params", str(p), "--rounds", str(rounds)) for p in params
+        (
+            "--clients",
+            str(clients),
+            "--params",
+            str(p),
+            "--rounds",
+            str(rounds),
+            "--upload-chunks",
+            "1048576",  # a client's default
+        )
+        for p in params
     )
 
 
@@ -104,7 +114,18 @@ BENCHES: Final[tuple[BenchSpec, ...]] = (
         "Server memory and round time against the number of clients",
         "server peak RSS and round time as the number of clients grows at a fixed model size",
         420,
-        full=(("--clients", "2,10,30,100", "--params", "1000000", "--rounds", "2"),),
+        full=(
+            (
+                "--clients",
+                "2,10,30,100",
+                "--params",
+                "1000000",
+                "--rounds",
+                "2",
+                "--upload-chunks",
+                "1048576",
+            ),
+        ),
     ),
     BenchSpec(
         "model_size",
