@@ -42,7 +42,7 @@ def test_a_transfer_past_the_slots_is_told_to_wait_and_goes_through_later(
     try:
         assert sent_some.wait(10)
         assert server.store is not None and server.rounds is not None
-        for _ in range(100):  # the server takes the slot as it reads the stream
+        for _ in range(500):  # the server takes the slot as it reads the stream (10 s)
             if server.slots.in_use == 1:
                 break
             threading.Event().wait(0.02)
