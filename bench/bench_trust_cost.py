@@ -78,7 +78,10 @@ def main() -> None:
         "on_round_s": round(on, 4),
         "off_round_s": round(off, 4),
         "overhead": round(overhead, 4),
-        "pair_overheads": [round(x, 4) for x in per_pair],
+        # Flat (the JSON contract): the spread of the pairs' own overheads.
+        "pair_overhead_min": round(min(per_pair), 4) if per_pair else float("nan"),
+        "pair_overhead_median": round(_common.median(per_pair), 4) if per_pair else float("nan"),
+        "pair_overhead_max": round(max(per_pair), 4) if per_pair else float("nan"),
         "goal_met": bool(overhead == overhead and overhead <= GOAL and not errors),
         "rounds_measured_on": len(times[True]),
         "rounds_measured_off": len(times[False]),
