@@ -88,8 +88,9 @@ class RuntimeOptions:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     max_reconnect_attempts: int = 8
-    # A server shedding load (ServerBusy) is asked again, with backoff, until this many seconds
-    # of waiting; those answers do not count against max_reconnect_attempts.
+    # A server shedding load (ServerBusy) is asked again, after its retry_after hint (capped
+    # at max_wait_s) or with backoff, until this many seconds of waiting; those answers do
+    # not count against max_reconnect_attempts.
     max_busy_s: float = 600.0
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
@@ -186,7 +187,8 @@ class ClientRuntime:
                         f"{exc.message}"
                     ) from exc
                 if exc.retry_after_s is not None:  # the server's estimate of the wait
-                    delay = exc.retry_after_s * (0.5 + self._rng.random())
+                    hint = min(exc.retry_after_s, self.options.max_wait_s)
+                    delay = hint * (0.5 + self._rng.random())
                 else:
                     delay = self._backoff(min(busy, 16))
                 busy += 1

@@ -214,6 +214,13 @@ def test_a_server_busy_hint_sets_the_wait_not_the_backoff() -> None:
     assert all(0.2 <= s <= 0.6 for s in sleeps), sleeps
 
 
+def test_a_server_busy_hint_is_capped_like_any_retry_after() -> None:
+    server = _SlotsTaken(3, hint_s=60.0, rounds=1)
+    runtime, _, sleeps = _runtime(server, max_wait_s=2.0)
+    assert runtime.run().accepted == 1
+    assert len(sleeps) == 3 and all(1.0 <= s <= 3.0 for s in sleeps), sleeps
+
+
 def test_reattest_task_enrols_again_with_a_fresh_key() -> None:
     server = FakeServer(rounds=2, reattest_on_round=2)
     attester = FakeAttester()
