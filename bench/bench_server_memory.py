@@ -1,7 +1,8 @@
 """Server peak memory against the number of clients N, at a fixed model size P.
 
 Run: ``.venv/bin/python bench/bench_server_memory.py [--quick] [--json PATH] [--no-doc]
-[--clients 2,10,30,100] [--params 1000000] [--rounds 3] [--upload-chunks 1048576,262144]``.
+[--clients 2,10,30,100] [--params 1000000] [--rounds 3] [--upload-chunks 1048576,262144]
+[--max-transfers default,0,8]``.
 
 One real ``fedtee server start`` process per N (TLS gRPC, sim attestation policy, receipts,
 ledger, SQLite state; model of P float32 parameters) and N virtual clients in one
@@ -32,9 +33,21 @@ from fedtee.localnet import wait_for_port
 
 
 def run_one(
-    workdir: Path, *, clients: int, params: int, rounds: int, upload_chunk: int = 1 << 20
+    workdir: Path,
+    *,
+    clients: int,
+    params: int,
+    rounds: int,
+    upload_chunk: int = 1 << 20,
+    max_transfers: int | None = None,
 ) -> dict[str, object]:
     server_toml, _, port = prepare(workdir, clients=clients, params=params, rounds=rounds)
+    if max_transfers is not None:  # else the server's default
+        text = server_toml.read_text()
+        assert "\n[server]\n" in text
+        server_toml.write_text(
+            text.replace("\n[server]\n", f"\n[server]\nmax_transfers = {max_transfers}\n", 1)
+        )
     target = LoadTarget(
         address=f"127.0.0.1:{port}",
         ca_pem=(workdir / "ca.pem").read_bytes(),
@@ -78,6 +91,7 @@ def run_one(
         "clients": clients,
         "params": params,
         "upload_chunk_kib": upload_chunk // 1024,
+        "max_transfers": -1 if max_transfers is None else max_transfers,
         "rounds": len(round_s),
         "server_idle_mib": round(idle / 2**20, 1),
         "server_peak_mib": round(sampler.peak_by_root.get(server.pid, 0) / 2**20, 1),
@@ -89,17 +103,26 @@ def run_one(
     }
 
 
+def _kind(row: dict[str, object]) -> tuple[object, object]:
+    return row.get("upload_chunk_kib"), row.get("max_transfers", -1)
+
+
+def _slots_text(value: object) -> str:
+    return "default" if value in (-1, None) else "no limit" if value == 0 else str(value)
+
+
 def render(rows: list[dict[str, object]]) -> str:
-    # Each row against the smallest N with the same upload chunk size.
+    # Each row against the smallest N with the same upload chunk size and transfer slots.
     base: dict[object, float] = {}
     for r in rows:
-        base.setdefault(r.get("upload_chunk_kib"), float(str(r["server_peak_mib"])))
+        base.setdefault(_kind(r), float(str(r["server_peak_mib"])))
     return _common.table(
         (
             "N",
             "P (float32)",
             "model MiB",
             "upload chunk KiB",
+            "transfer slots",
             "server idle MiB",
             "server peak MiB",
             "peak / peak at smallest N",
@@ -112,15 +135,16 @@ def render(rows: list[dict[str, object]]) -> str:
                 f"{r['params']:,}",
                 r["model_mib"],
                 r.get("upload_chunk_kib", "-"),
+                _slots_text(r.get("max_transfers", -1)),
                 f"{r['server_idle_mib']:,.0f}",
                 f"{r['server_peak_mib']:,.0f}",
-                f"{float(str(r['server_peak_mib'])) / base[r.get('upload_chunk_kib')]:.2f}",
+                f"{float(str(r['server_peak_mib'])) / base[_kind(r)]:.2f}",
                 r["round_s_median"],
                 "yes" if r["ok"] else f"**no**: {r['error']}",
             )
             for r in rows
         ),
-        align="rrrrrrrrl",
+        align="rrrrrrrrrl",
     )
 
 
@@ -136,28 +160,42 @@ def main() -> None:
         "(1048576 is the client default; the server sends 262144)",
     )
     ap.add_argument(
+        "--max-transfers",
+        default="default",
+        help="comma-separated [server] max_transfers values, each run for every chunk size "
+        "and N ('default': the server's own default; 0: no limit)",
+    )
+    ap.add_argument(
         "--note", action="append", default=[], help="a sentence for the doc section (repeatable)"
     )
     args = ap.parse_args()
     if args.quick:
         clients, params, rounds, chunks = [2, 10], 200_000, 2, [1 << 20]
+        slots: list[int | None] = [None]
     else:
         clients = [int(x) for x in args.clients.split(",")]
         params, rounds = args.params, args.rounds
         chunks = [int(x) for x in args.upload_chunks.split(",")]
+        slots = [None if x == "default" else int(x) for x in args.max_transfers.split(",")]
     info = _common.machine_info()
     print(_common.machine_line(info))
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="fedtee-bench-mem-"))
     try:
-        for chunk in chunks:
-            for n in clients:
-                row = run_one(
-                    scratch / f"n{n}", clients=n, params=params, rounds=rounds, upload_chunk=chunk
-                )
-                shutil.rmtree(scratch / f"n{n}", ignore_errors=True)
-                print(row, flush=True)
-                rows.append(row)
+        for limit in slots:
+            for chunk in chunks:
+                for n in clients:
+                    row = run_one(
+                        scratch / f"n{n}",
+                        clients=n,
+                        params=params,
+                        rounds=rounds,
+                        upload_chunk=chunk,
+                        max_transfers=limit,
+                    )
+                    shutil.rmtree(scratch / f"n{n}", ignore_errors=True)
+                    print(row, flush=True)
+                    rows.append(row)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(render(rows))
@@ -199,13 +237,13 @@ def plot(rows: list[dict[str, object]], out_dir: Path) -> list[Path]:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for chunk in dict.fromkeys(r.get("upload_chunk_kib") for r in rows):
-        mine = [r for r in rows if r.get("upload_chunk_kib") == chunk]
+    for kind in dict.fromkeys(_kind(r) for r in rows):
+        mine = [r for r in rows if _kind(r) == kind]
         xs = [int(str(r["clients"])) for r in mine]
-        label = f"peak, {chunk} KiB uploads"
+        label = f"peak, {kind[0]} KiB uploads, slots: {_slots_text(kind[1])}"
         ax.plot(xs, [float(str(r["server_peak_mib"])) for r in mine], "-o", label=label)
-    chunk0 = rows[0].get("upload_chunk_kib") if rows else None
-    first = [r for r in rows if r.get("upload_chunk_kib") == chunk0]
+    kind0 = _kind(rows[0]) if rows else None
+    first = [r for r in rows if _kind(r) == kind0]
     ax.plot(
         [int(str(r["clients"])) for r in first],
         [float(str(r["server_idle_mib"])) for r in first],

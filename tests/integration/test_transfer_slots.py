@@ -1,11 +1,12 @@
-"""Transfer slots over real TLS gRPC: with every slot taken a transfer is refused at once with
-server_busy and a retry_after hint, is not recorded as a refusal, and goes through once a
-slot frees (fedtee.server.slots)."""
+"""Transfer slots over real TLS gRPC: with every slot taken a transfer waits on the server
+for one (an upload sending nothing but its header meanwhile) or, past its wait, is refused
+with server_busy and a retry_after hint, is not recorded as a refusal, and goes through once
+a slot frees (fedtee.server.slots)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -16,39 +17,68 @@ from fedtee.wire.messages import SubmitOutcome
 from .conftest import Harness
 
 
+def _wait_until(ready: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if ready():
+            return
+        threading.Event().wait(0.02)
+    raise AssertionError(f"not within 10 s: {what}")
+
+
+class _OneSlot:
+    """A server with one transfer slot, clients a and b enrolled with their tasks, and a's
+    update ready; :meth:`hold` has a's upload take the slot (its header and first bytes,
+    then nothing until :meth:`release`)."""
+
+    def __init__(self, harness: Harness, *, transfer_wait_s: float) -> None:
+        self.server = harness.start(
+            rounds=1,
+            clients_per_round=2,
+            min_clients=2,
+            max_transfers=1,
+            transfer_wait_s=transfer_wait_s,
+        )
+        self.a, self.b = harness.peer("a"), harness.peer("b")
+        assert self.a.enroll().accepted and self.b.enroll().accepted
+        self.task_a, self.task_b = self.a.wait_task(), self.b.wait_task()
+        self.signed, self.data = self.a.make_update(self.task_a)
+        self.outcome: list[SubmitOutcome] = []
+        self._go_on = threading.Event()
+        self._uploader: threading.Thread | None = None
+
+    def hold(self) -> None:
+        sent_some = threading.Event()
+
+        def slow() -> Iterator[bytes]:
+            yield self.data[:64]
+            sent_some.set()
+            self._go_on.wait(30)
+            yield self.data[64:]
+
+        self._uploader = threading.Thread(
+            target=lambda: self.outcome.append(self.a.submit(self.signed, self.data, slow()))
+        )
+        self._uploader.start()
+        assert sent_some.wait(10)
+        _wait_until(lambda: self.server.slots.in_use == 1, "a's upload holds the slot")
+
+    def release(self) -> None:
+        self._go_on.set()
+        if self._uploader is not None:
+            self._uploader.join(30)
+
+
 def test_a_transfer_past_the_slots_is_told_to_wait_and_goes_through_later(
     harness: Harness,
 ) -> None:
-    server = harness.start(rounds=1, clients_per_round=2, min_clients=2, max_transfers=1)
-    a, b = harness.peer("a"), harness.peer("b")
-    assert a.enroll().accepted and b.enroll().accepted
-    task_a, task_b = a.wait_task(), b.wait_task()
-    signed, data = a.make_update(task_a)
-    b_signed, b_data = b.make_update(task_b, delta=2.0)  # downloaded before the slot is taken
-
-    # a's upload holds the only slot: its header and first bytes, then nothing until told.
-    go_on = threading.Event()
-    sent_some = threading.Event()
-
-    def slow() -> Iterator[bytes]:
-        yield data[:64]
-        sent_some.set()
-        go_on.wait(30)
-        yield data[64:]
-
-    outcome: list[SubmitOutcome] = []
-    uploader = threading.Thread(target=lambda: outcome.append(a.submit(signed, data, slow())))
-    uploader.start()
+    one = _OneSlot(harness, transfer_wait_s=0.0)
+    server, b = one.server, one.b
+    b_signed, b_data = b.make_update(one.task_b, delta=2.0)  # downloaded before the hold
+    one.hold()
     try:
-        assert sent_some.wait(10)
         assert server.store is not None and server.rounds is not None
-        for _ in range(500):  # the server takes the slot as it reads the stream (10 s)
-            if server.slots.in_use == 1:
-                break
-            threading.Event().wait(0.02)
-        assert server.slots.in_use == 1
         with pytest.raises(ServerBusy) as info:
-            b.download(task_b)
+            b.download(one.task_b)
         assert info.value.reason is Reason.SERVER_BUSY
         assert info.value.retry_after_s is not None and 0.05 <= info.value.retry_after_s <= 10
         # An upload is refused the same way, however much of it the client has queued.
@@ -59,8 +89,43 @@ def test_a_transfer_past_the_slots_is_told_to_wait_and_goes_through_later(
         assert server.store.rejections(server.rounds.federation_id) == []
         assert b"server_busy" not in (harness.tmp / "state" / "ledger.jsonl").read_bytes()
     finally:
-        go_on.set()
-        uploader.join(30)
-    assert outcome and outcome[0].accepted
+        one.release()
+    assert one.outcome and one.outcome[0].accepted
     assert server.slots.in_use == 0
     assert b.submit(b_signed, b_data).accepted  # the slot is free again
+
+
+def test_a_transfer_past_the_slots_waits_on_the_server_and_sends_no_data_until_taken(
+    harness: Harness,
+) -> None:
+    one = _OneSlot(harness, transfer_wait_s=30.0)
+    server, b = one.server, one.b
+    model = b.download(one.task_b)  # the slot is free: at once
+    b_signed, b_data = b.make_update(one.task_b, delta=2.0)
+    b_pulled = threading.Event()  # b's transport asked for its first data chunk
+
+    def b_chunks() -> Iterator[bytes]:
+        b_pulled.set()
+        yield from (b_data[i : i + 64] for i in range(0, len(b_data), 64))
+
+    b_outcome: list[SubmitOutcome] = []
+    waiter = threading.Thread(
+        target=lambda: b_outcome.append(b.submit(b_signed, b_data, b_chunks()))
+    )
+    one.hold()
+    try:
+        waiter.start()
+        _wait_until(lambda: server.slots.queued == 1, "b's upload waits for the slot")
+        threading.Event().wait(0.5)
+        # Its header only: no data until the server takes it.
+        assert not b_pulled.is_set()
+        assert b_outcome == []
+    finally:
+        one.release()
+        waiter.join(30)
+    assert one.outcome and one.outcome[0].accepted
+    assert b_pulled.is_set()
+    assert b_outcome and b_outcome[0].accepted, b_outcome
+    assert model and server.slots.in_use == 0 and server.slots.queued == 0
+    assert server.store is not None and server.rounds is not None
+    assert server.store.rejections(server.rounds.federation_id) == []

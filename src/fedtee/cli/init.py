@@ -191,7 +191,8 @@ tls_key = "server.key"
 state_dir = "state"             # state.db, artifacts/, ledger.jsonl, the server's key
 # malloc_arenas = 2             # glibc malloc arenas of this process (0: glibc's default)
 # http2_bdp_probe = false       # grow HTTP/2 windows by BDP probing (memory grows with N)
-# max_transfers = 0             # model transfers at once (0: no limit); past it: wait
+# max_transfers = 8             # model transfers at once (0: no limit); past it: wait
+# transfer_wait_s = 60.0        # how long a transfer waits on the server for a slot
 
 [rounds]
 rounds = {opts.rounds}                      # rounds to run, then FINISHED

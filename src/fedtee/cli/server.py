@@ -7,7 +7,7 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
 
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
     [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional),
-                     http2_bdp_probe (optional), max_transfers (optional)
+                     http2_bdp_probe, max_transfers, transfer_wait_s (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -45,7 +45,12 @@ from fedtee.cli._files import read_bounded as _read
 from fedtee.cli._files import read_text as _read_text
 from fedtee.errors import ConfigError
 from fedtee.memory import DEFAULT_MALLOC_ARENAS, MAX_MALLOC_ARENAS, limit_malloc_arenas
-from fedtee.server.slots import DEFAULT_MAX_TRANSFERS, MAX_TRANSFERS
+from fedtee.server.slots import (
+    DEFAULT_MAX_TRANSFERS,
+    DEFAULT_TRANSFER_WAIT_S,
+    MAX_TRANSFER_WAIT_S,
+    MAX_TRANSFERS,
+)
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODEL_FILE_BYTES = 1 << 32
@@ -60,6 +65,7 @@ _SCHEMA: dict[str, set[str]] = {
         "malloc_arenas",
         "http2_bdp_probe",
         "max_transfers",
+        "transfer_wait_s",
     },
     "rounds": {
         "rounds",
@@ -145,6 +151,7 @@ class ServerFileConfig:
     malloc_arenas: int = DEFAULT_MALLOC_ARENAS  # the server process's (0: glibc's default)
     http2_bdp_probe: bool = False  # grow HTTP/2 receive windows by BDP probing (memory x N)
     max_transfers: int = DEFAULT_MAX_TRANSFERS  # model transfers at once (0: unlimited)
+    transfer_wait_s: float = DEFAULT_TRANSFER_WAIT_S  # a transfer's wait for a slot
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -226,6 +233,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         malloc_arenas=_typed("server", srv, "malloc_arenas", int, DEFAULT_MALLOC_ARENAS),
         http2_bdp_probe=_typed("server", srv, "http2_bdp_probe", bool, False),
         max_transfers=_typed("server", srv, "max_transfers", int, DEFAULT_MAX_TRANSFERS),
+        transfer_wait_s=_typed("server", srv, "transfer_wait_s", float, DEFAULT_TRANSFER_WAIT_S),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -256,6 +264,11 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError(
             f"[server] max_transfers must be within 0..{MAX_TRANSFERS} (0: unlimited), "
             f"got {cfg.max_transfers}"
+        )
+    if not 0 <= cfg.transfer_wait_s <= MAX_TRANSFER_WAIT_S:
+        raise ConfigError(
+            f"[server] transfer_wait_s must be within 0..{MAX_TRANSFER_WAIT_S:g} seconds "
+            f"(0: refuse at once), got {cfg.transfer_wait_s}"
         )
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
@@ -477,6 +490,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         state_dir=cfg.state_dir,
         http2_bdp_probe=cfg.http2_bdp_probe,
         max_transfers=cfg.max_transfers,
+        transfer_wait_s=cfg.transfer_wait_s,
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(

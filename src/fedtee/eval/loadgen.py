@@ -19,6 +19,11 @@ DEADLINE_EXCEEDED) is retried with jittered backoff and counted in ``retries``; 
 retry_after hint and counted in ``busy``; anything else ends that client and is counted in
 ``errors`` with its reason. Nothing here reads files: the caller passes the CA, the sim root
 and the code measurement as values.
+
+Uploads go as a real client sends them (:meth:`fedtee.client.grpc_transport.GrpcTransport.
+submit_update`): the header, then the data once the server has taken the upload (its initial
+metadata, ``fedtee.wire.auth.UPLOAD_GO_KEY``), and afterwards a client with a connection of
+its own opens a fresh one.
 """
 
 from __future__ import annotations
@@ -182,10 +187,14 @@ class VirtualClient:
         enrolled: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
         enrolling: asyncio.Semaphore | None = None,
+        channel: grpc.aio.Channel | None = None,
     ) -> None:
         self.result = ClientResult(client_id=client_id)
         self._id = client_id
         self._stub = stub
+        # The client's own connection (``stub``'s), replaced after each upload; None when
+        # the stub's channel is shared with other clients.
+        self._channel = channel
         self._target = target
         self._options = options
         self._enrolled = enrolled
@@ -363,20 +372,44 @@ class VirtualClient:
             for i in range(0, len(update), step):
                 yield update[i : i + step]
 
-        async def messages() -> AsyncIterator[Any]:
-            yield serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
-            async for part in chunks if chunks is not None else parts():
-                yield serde.update_data_to_proto(part)
-
         async def send() -> Any:
             # The same signed receipt on every attempt: the server counts it once.
-            return await self._stub.SubmitUpdate(
-                messages(),
-                metadata=self._metadata("SubmitUpdate"),
-                timeout=self._options.call_timeout_s,
+            call = self._stub.SubmitUpdate(
+                metadata=self._metadata("SubmitUpdate"), timeout=self._options.call_timeout_s
             )
+            try:
+                await call.write(
+                    serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
+                )
+                # The data only once the server has taken the upload (auth.UPLOAD_GO_KEY); a
+                # refusal ends the call instead, and awaiting it raises the refusal.
+                await call.initial_metadata()
+                if not call.done():
+                    async for part in chunks if chunks is not None else parts():
+                        await call.write(serde.update_data_to_proto(part))
+                    await call.done_writing()
+            except asyncio.InvalidStateError:
+                pass  # the call ended while writing: its status says why
+            return await call
 
-        return serde.submit_outcome_from_proto(await self._call("SubmitUpdate", send))
+        try:
+            return serde.submit_outcome_from_proto(await self._call("SubmitUpdate", send))
+        finally:
+            await self._fresh_connection()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def _fresh_connection(self) -> None:
+        """After an upload, as a real client does (GrpcTransport.submit_update): a client
+        with a connection of its own drops it and opens another."""
+        if self._channel is None:
+            return
+        old = self._channel
+        self._channel = channel(self._target)
+        self._stub = stub(self._channel)
+        await old.close()
 
     async def run(self) -> None:
         await self.enroll()
@@ -450,6 +483,7 @@ async def run_load(
             enrolled=enrolled,
             rng=random.Random(options.seed * 1_000_003 + i),  # noqa: S311 - jitter, not secrets
             enrolling=enrolling,
+            channel=channels[i] if n_channels == count else None,
         )
         for i in range(count)
     ]
@@ -484,7 +518,10 @@ async def run_load(
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
     finally:
-        await asyncio.gather(*(ch.close() for ch in channels))
+        if n_channels == count:  # each client's own, maybe replaced since
+            await asyncio.gather(*(c.close() for c in clients))
+        else:
+            await asyncio.gather(*(ch.close() for ch in channels))
     wall = time.monotonic() - started
     results = tuple(c.result for c in clients)
     reasons = Counter(r.error.split(":", 1)[0] for r in results if r.error)

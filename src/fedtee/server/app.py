@@ -39,7 +39,12 @@ from fedtee.server.gate import EnrolmentGate, Evaluate, GateSettings
 from fedtee.server.rounds import FaultHook, InitialModel, RoundManager, RoundSettings
 from fedtee.server.self_attestation import DEFAULT_MAX_PER_S, ServerAttestation
 from fedtee.server.service import FederationService, add_to_server
-from fedtee.server.slots import DEFAULT_MAX_TRANSFERS, TransferSlots
+from fedtee.server.slots import (
+    DEFAULT_MAX_TRANSFERS,
+    DEFAULT_TRANSFER_WAIT_S,
+    RESERVED_WORKERS,
+    TransferSlots,
+)
 from fedtee.server.store import StateStore
 from fedtee.server.strategy import FedAvg, Strategy
 from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
@@ -111,10 +116,12 @@ class ServerConfig:
     # 454 -> 313 MiB for 100 clients at a 3.8 MiB model with probing off; round times at
     # P = 10,000,000 with 2 and 10 clients unchanged within noise). Off: 64 KiB windows.
     http2_bdp_probe: bool = False
-    # Model transfers (downloads and uploads) in flight at once; past it a transfer is
-    # refused with server_busy and a retry_after hint before any of it is read
-    # (fedtee.server.slots). 0: unlimited.
+    # Model transfers (downloads and uploads) in flight at once; past it a transfer waits on
+    # the server, first come first served, up to transfer_wait_s (in a queue that leaves
+    # RESERVED_WORKERS workers for everything else), then is refused with server_busy and a
+    # retry_after hint, before any of it is read (fedtee.server.slots). 0: unlimited.
     max_transfers: int = DEFAULT_MAX_TRANSFERS
+    transfer_wait_s: float = DEFAULT_TRANSFER_WAIT_S
     # Data bytes in one ModelChunk the server sends (at most limits.chunk_bytes, the most it
     # accepts in one). Each transfer in flight holds a few copies of a chunk on its way
     # through protobuf, gRPC and TLS, so this bounds what downloads add to the server's
@@ -174,7 +181,12 @@ class FederationServer:
         self.store: StateStore | None = None
         self.rounds: RoundManager | None = None
         self.ledger: LedgerWriter | None = None
-        self.slots = TransferSlots(config.max_transfers)  # model transfers in flight
+        # Model transfers in flight; waiting ones hold a worker each, so the queue leaves
+        # RESERVED_WORKERS of them to enrolments, tasks and the rest.
+        self.slots = TransferSlots(
+            config.max_transfers,
+            max_waiting=max(config.max_workers - config.max_transfers - RESERVED_WORKERS, 0),
+        )
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
@@ -241,6 +253,7 @@ class FederationServer:
             upload_grace_ms=cfg.upload_grace_ms,
             server_attestation=self._server_attestation(),
             slots=self.slots,
+            transfer_wait_s=cfg.transfer_wait_s,
         )
         self._executor = ThreadPoolExecutor(
             max_workers=cfg.max_workers, thread_name_prefix="fedtee-rpc"

@@ -156,8 +156,10 @@ class FederationService(pb_grpc.FederationServicer):
         upload_grace_ms: int = UPLOAD_GRACE_MS,
         server_attestation: ServerAttestation | None = None,
         slots: TransferSlots | None = None,
+        transfer_wait_s: float = 0.0,
     ) -> None:
         self._slots = slots if slots is not None else TransferSlots(0)
+        self._transfer_wait_s = transfer_wait_s
         self._upload_grace_ms = upload_grace_ms
         self._server_attestation = server_attestation
         self._gate = gate
@@ -272,7 +274,8 @@ class FederationService(pb_grpc.FederationServicer):
                 round=req.round, digest=req.digest, offset=req.offset
             )
             total = self._rounds.model_size(req.digest)
-            lease = self._slots.acquire(client.id)  # last: a refused request costs nothing
+            # Last: a refused request costs nothing.
+            lease = self._slots.acquire(client.id, wait_s=self._transfer_wait_s)
         except FedteeError as exc:
             _abort(context, exc)
         except Exception as exc:
@@ -312,7 +315,11 @@ class FederationService(pb_grpc.FederationServicer):
             timer.start()
             client = self._authenticate(context, SUBMIT_UPDATE)
             # Before reading anything: a refused upload costs its client nothing to resend.
-            lease = self._slots.acquire(client.id)
+            lease = self._slots.acquire(
+                client.id, wait_s=min(self._transfer_wait_s, remaining_ms / 1000)
+            )
+            # The client sends its data after this (auth.UPLOAD_GO_KEY).
+            context.send_initial_metadata(((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),))
             try:
                 first = next(request_iterator)
             except StopIteration:

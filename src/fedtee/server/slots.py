@@ -3,11 +3,16 @@
 Each transfer in flight holds buffers on the server: chunks on their way through TLS,
 HTTP/2 and protobuf, the connection's read buffers, a worker thread. With one transfer per
 client at a time the server's peak memory grows with the number of clients; with a fixed
-number of slots it grows with the number of slots. A transfer that finds every slot taken is
-refused at once, before the server reads any of it, with ``server_busy`` and a hint of when
-to ask again (``retry_after_ms``); the client waits about that long and asks again. It loses
-nothing: a refused download has sent no bytes, and a refused upload is refused before its
-header is read (the client resumes from what the server holds, which is nothing new).
+number of slots it grows with the number of slots.
+
+A transfer that finds every slot taken first waits on the server, in arrival order, for at
+most ``wait_s`` (a queue of at most ``max_waiting`` transfers): a waiting transfer holds a
+worker thread and its stream's flow-control window (64 KiB), nothing of its data is read, and
+it starts the moment a slot frees, with no round trip. Past the wait, or with the queue full,
+it is refused, still before the server reads any of it, with ``server_busy`` and a hint of
+when to ask again (``retry_after_ms``); the client waits about that long and asks again. It
+loses nothing: a refused download has sent no bytes, and a refused upload is refused before
+its header is read (the client resumes from what the server holds, which is nothing new).
 
 The hint is the expected wait: the recent mean transfer time times the number of clients
 waiting per slot (clients refused within the last few hints), so the waiting clients together
@@ -18,15 +23,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from fedtee.errors import ProtocolError, Reason
 
-# The server's default (``[server] max_transfers``): unlimited. Measured with 100 load-
-# generator clients at a 3.8 MiB model and 1 MiB chunks, 8 slots lowered the server's peak
-# from 330 to 260 MiB but rounds took 24 s instead of 7 (docs/config.md).
-DEFAULT_MAX_TRANSFERS = 0
+# The server's default (``[server] max_transfers``; 0: unlimited). Measured with 100 load-
+# generator clients at a 3.8 MiB model and 1 MiB upload chunks (bench_server_memory), 8
+# slots held the server's peak at 180 MiB against 250 MiB unlimited, rounds 10.3 s against
+# 9.9 s; at 10,000,000 parameters with 10 clients, round times equal within noise.
+DEFAULT_MAX_TRANSFERS = 8
 MAX_TRANSFERS = 4096
+# How long a transfer waits on the server for a slot before it is refused (``[server]
+# transfer_wait_s``; an upload never past its round's deadline).
+DEFAULT_TRANSFER_WAIT_S = 60.0
+MAX_TRANSFER_WAIT_S = 600.0
+# Worker threads a full wait queue leaves free for calls that are not transfers.
+RESERVED_WORKERS = 4
 # Bounds of the retry_after hint, in milliseconds.
 MIN_RETRY_MS = 50
 MAX_RETRY_MS = 10_000
@@ -67,46 +80,94 @@ class Lease:
         self._slots._release(self._who, self._slots.clock() - self._started)
 
 
-class TransferSlots:
-    """Thread-safe. ``capacity`` 0 means unlimited (every acquire succeeds)."""
+class _Waiter:
+    __slots__ = ("granted", "who", "woken")
 
-    def __init__(self, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.granted = False
+        self.woken = threading.Event()
+
+
+class TransferSlots:
+    """Thread-safe. ``capacity`` 0 means unlimited (every acquire succeeds). A transfer that
+    finds no free slot waits in a first-come queue of at most ``max_waiting`` for at most the
+    ``wait_s`` it is given, then is refused with a hint."""
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        max_waiting: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if capacity < 0:
             raise ValueError("capacity must be >= 0 (0: unlimited)")
+        if max_waiting < 0:
+            raise ValueError("max_waiting must be >= 0")
         self.capacity = capacity
+        self.max_waiting = max_waiting
         self.clock = clock
         self._lock = threading.Lock()
         self._in_use = 0
         self._mean_s = INITIAL_TRANSFER_S
         self._waiting: dict[str, float] = {}  # client id -> when it was last refused
         self._holders: set[str] = set()  # a client holds at most one slot
+        self._queue: deque[_Waiter] = deque()  # transfers waiting here, first come first
 
     @property
     def in_use(self) -> int:
         with self._lock:
             return self._in_use
 
-    def acquire(self, who: str) -> Lease:
-        """A slot for ``who``'s transfer, or ServerBusyError with a retry_after hint."""
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def acquire(self, who: str, *, wait_s: float = 0.0) -> Lease:
+        """A slot for ``who``'s transfer, waiting for one at most ``wait_s`` seconds in the
+        queue (when it has room), or ServerBusyError with a retry_after hint."""
         now = self.clock()
         with self._lock:
             if self.capacity == 0:
                 self._in_use += 1
                 return Lease(self, who)
-            if who not in self._holders and self._in_use < self.capacity:
-                self._in_use += 1
-                self._holders.add(who)
-                self._waiting.pop(who, None)
-                return Lease(self, who)
-            # Also for a client that already holds one (e.g. its earlier stream, dropped on
-            # its side, not yet ended here): one client cannot take every slot.
-            self._waiting[who] = now
-            hint = self._hint_locked(now)
+            # Also for a client that already holds one or waits for one (e.g. its earlier
+            # stream, dropped on its side, not yet ended here): one client cannot take every
+            # slot, nor queue behind itself.
+            if who not in self._holders and all(w.who != who for w in self._queue):
+                if self._in_use < self.capacity and not self._queue:
+                    self._in_use += 1
+                    self._holders.add(who)
+                    self._waiting.pop(who, None)
+                    return Lease(self, who)
+                if wait_s > 0 and len(self._queue) < self.max_waiting:
+                    waiter = _Waiter(who)
+                    self._queue.append(waiter)
+                else:
+                    waiter = None
+            else:
+                waiter = None
+            if waiter is None:
+                hint = self._refuse_locked(who, now)
+        if waiter is not None:
+            waiter.woken.wait(wait_s)
+            with self._lock:
+                if waiter.granted:  # possibly just as the wait ran out: the slot is ours
+                    self._waiting.pop(who, None)
+                    return Lease(self, who)
+                self._queue.remove(waiter)
+                hint = self._refuse_locked(who, self.clock())
         raise ServerBusyError(
             f"all {self.capacity} transfer slots are in use (or one is this client's); "
             f"ask again in about {hint} ms",
             retry_after_ms=hint,
         )
+
+    def _refuse_locked(self, who: str, now: float) -> int:
+        self._waiting[who] = now
+        return self._hint_locked(now)
 
     def _hint_locked(self, now: float) -> int:
         horizon = (
@@ -123,9 +184,29 @@ class TransferSlots:
 
     def _release(self, who: str, held_s: float) -> None:
         with self._lock:
-            self._in_use -= 1
             self._holders.discard(who)
             self._mean_s += _SMOOTHING * (max(held_s, 0.0) - self._mean_s)
+            if self.capacity == 0:
+                self._in_use -= 1
+                return
+            # Handed straight to the first waiter (in_use stays): no round trip, no race with
+            # a newcomer. A waiter's client holds no slot (acquire queues no such client).
+            if self._queue:
+                waiter = self._queue.popleft()
+                waiter.granted = True
+                self._holders.add(waiter.who)
+                waiter.woken.set()
+                return
+            self._in_use -= 1
 
 
-__all__ = ["DEFAULT_MAX_TRANSFERS", "MAX_TRANSFERS", "Lease", "ServerBusyError", "TransferSlots"]
+__all__ = [
+    "DEFAULT_MAX_TRANSFERS",
+    "DEFAULT_TRANSFER_WAIT_S",
+    "MAX_TRANSFERS",
+    "MAX_TRANSFER_WAIT_S",
+    "RESERVED_WORKERS",
+    "Lease",
+    "ServerBusyError",
+    "TransferSlots",
+]

@@ -28,6 +28,13 @@ POP_KEY = "fedtee-pop-bin"
 TIMESTAMP_KEY = "fedtee-ts"
 REASON_KEY = "fedtee-reason"  # trailing metadata: the stable reason of a failed call
 RETRY_AFTER_KEY = "fedtee-retry-after-ms"  # trailing metadata of a server_busy refusal
+# Initial metadata of a SubmitUpdate the server has taken (it holds a transfer slot and is
+# about to read the header): a client sends its update's data only after it. Until then gRPC
+# lets a client send at most the stream's 64 KiB window, while each data chunk it had begun
+# would be let in whole (gRPC core opens the window for the rest of a started message),
+# so a queued upload would hold a chunk in the server's memory before it was read.
+UPLOAD_GO_KEY = "fedtee-upload"
+UPLOAD_GO = "go"
 
 MAX_CREDENTIAL_BYTES = 2048
 MAX_METHOD_LEN = 128
@@ -132,6 +139,8 @@ __all__ = [
     "POP_KEY",
     "REASON_KEY",
     "RETRY_AFTER_KEY",
+    "UPLOAD_GO",
+    "UPLOAD_GO_KEY",
     "TIMESTAMP_KEY",
     "Metadata",
     "PresentedAuth",

@@ -1,5 +1,5 @@
-"""[server] max_transfers: parsed, 0 (unlimited) by default, bounded, and handed to the
-server's slots."""
+"""[server] max_transfers and transfer_wait_s: parsed, 8 slots and a 60 s wait by default,
+bounded, and handed to the server's slots and service."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import pytest
 from fedtee.cli.init import InitOptions, server_toml
 from fedtee.cli.server import build_server, parse_server_config
 from fedtee.errors import ConfigError
-from fedtee.server.slots import DEFAULT_MAX_TRANSFERS
+from fedtee.server.slots import (
+    DEFAULT_MAX_TRANSFERS,
+    DEFAULT_TRANSFER_WAIT_S,
+    RESERVED_WORKERS,
+)
 
 
 def _text(fed: Path, extra: str) -> str:
@@ -20,12 +24,26 @@ def _text(fed: Path, extra: str) -> str:
 
 def test_max_transfers_defaults_and_reaches_the_slots(fed: Path) -> None:
     default = build_server(parse_server_config(_text(fed, ""), base_dir=fed))
-    assert default.config.max_transfers == DEFAULT_MAX_TRANSFERS == 0
-    assert default.slots.capacity == 0
+    assert default.config.max_transfers == DEFAULT_MAX_TRANSFERS == 8
+    assert default.slots.capacity == 8
+    # The wait queue leaves 4 of the 32 workers to calls that are not transfers.
+    assert default.slots.max_waiting == 32 - 8 - RESERVED_WORKERS
+    assert default.config.transfer_wait_s == DEFAULT_TRANSFER_WAIT_S == 60.0
+    unlimited = build_server(parse_server_config(_text(fed, "max_transfers = 0"), base_dir=fed))
+    assert unlimited.slots.capacity == 0
     four = build_server(parse_server_config(_text(fed, "max_transfers = 4"), base_dir=fed))
     assert four.slots.capacity == 4
     many = build_server(parse_server_config(_text(fed, "max_transfers = 4096"), base_dir=fed))
     assert many.slots.capacity == 4096
+    assert many.slots.max_waiting == 0  # more slots than workers: nothing waits
+    quick = build_server(parse_server_config(_text(fed, "transfer_wait_s = 0"), base_dir=fed))
+    assert quick.config.transfer_wait_s == 0.0
+
+
+@pytest.mark.parametrize("value", ["-1", "601", '"10"', "nan", "inf"])
+def test_a_bad_transfer_wait_is_a_config_error(fed: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="transfer_wait_s"):
+        parse_server_config(_text(fed, f"transfer_wait_s = {value}"), base_dir=fed)
 
 
 @pytest.mark.parametrize("value", ["-1", "4097", '"8"', "2.5"])

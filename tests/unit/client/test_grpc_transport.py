@@ -32,6 +32,7 @@ class _Servicer(pb_grpc.FederationServicer):  # type: ignore[misc]
     def __init__(self, fake: FakeServer) -> None:
         self.fake = fake
         self._dummy_key = identity.generate()
+        self.calls: list[tuple[str, str]] = []  # (method, the client's address) per call
 
     def _session(self, context: Any, method: str) -> Session:
         try:
@@ -69,6 +70,7 @@ class _Servicer(pb_grpc.FederationServicer):  # type: ignore[misc]
         )
 
     def GetTask(self, request: Any, context: Any) -> Any:
+        self.calls.append(("GetTask", context.peer()))
         return serde.task_to_proto(self.fake.get_task(session=self._session(context, "GetTask")))
 
     def DownloadModel(self, request: Any, context: Any) -> Iterator[Any]:
@@ -81,6 +83,8 @@ class _Servicer(pb_grpc.FederationServicer):  # type: ignore[misc]
 
     def SubmitUpdate(self, request_iterator: Any, context: Any) -> Any:
         session = self._session(context, "SubmitUpdate")
+        self.calls.append(("SubmitUpdate", context.peer()))
+        context.send_initial_metadata(((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),))  # as the server
         header = serde.update_header_from_proto(next(request_iterator))
         data = [serde.update_data_from_proto(m) for m in request_iterator]
         outcome = self.fake.submit_update(
@@ -89,20 +93,27 @@ class _Servicer(pb_grpc.FederationServicer):  # type: ignore[misc]
         return serde.submit_outcome_to_proto(outcome)
 
 
+# The servicer of the running `served` fixture: the calls it saw.
+_SERVICERS: list[_Servicer] = []
+
+
 @pytest.fixture()
 def served() -> Iterator[tuple[FakeServer, int, bytes]]:
     ca = tls.make_ca(name="test CA", now=NOW)
     leaf = tls.make_server_cert(ca, now=NOW)
     fake = FakeServer(rounds=2, chunk=1000)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_FederationServicer_to_server(_Servicer(fake), server)
+    servicer = _Servicer(fake)
+    pb_grpc.add_FederationServicer_to_server(servicer, server)
     port = server.add_secure_port(
         "127.0.0.1:0", grpc.ssl_server_credentials([(leaf.key_pem, leaf.cert_pem)])
     )
     server.start()
+    _SERVICERS.append(servicer)
     try:
         yield fake, port, ca.cert_pem
     finally:
+        _SERVICERS.remove(servicer)
         server.stop(grace=None)
 
 
@@ -129,6 +140,15 @@ def test_runtime_over_tls_grpc_enrols_trains_and_finishes(
         transport.close()
     assert summary.finished and summary.accepted == 2
     assert fake.submitted == [(1, "accepted"), (2, "accepted")]
+    # After each upload the client opened a fresh connection (a new client port): the
+    # server does not keep a read buffer its upload grew for an idle client.
+    calls = _SERVICERS[-1].calls
+    uploads = [k for k, (method, _) in enumerate(calls) if method == "SubmitUpdate"]
+    assert len(uploads) == 2
+    for k in uploads:
+        before, after = calls[k][1], calls[k + 1][1]
+        assert calls[k - 1][1] == before  # the same connection up to the upload
+        assert after != before, calls
 
 
 def test_tampered_update_over_grpc_is_rejected_with_its_reason(

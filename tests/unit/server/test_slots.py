@@ -124,3 +124,109 @@ def test_concurrent_acquires_never_exceed_capacity() -> None:
     assert not errors
     assert 1 <= peak <= 3
     assert slots.in_use == 0
+
+
+def _acquire_in_thread(
+    slots: TransferSlots, who: str, wait_s: float, out: dict[str, object]
+) -> threading.Thread:
+    def run() -> None:
+        try:
+            out[who] = slots.acquire(who, wait_s=wait_s)
+        except ServerBusyError as exc:
+            out[who] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _wait_queued(slots: TransferSlots, n: int) -> None:
+    for _ in range(500):
+        if slots.queued == n:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{slots.queued} queued, expected {n}")
+
+
+def test_a_waiting_transfer_gets_the_slot_a_release_frees_first_come_first_served() -> None:
+    slots = TransferSlots(1, max_waiting=4)
+    held = slots.acquire("a")
+    got: dict[str, object] = {}
+    first = _acquire_in_thread(slots, "b", 30.0, got)
+    _wait_queued(slots, 1)
+    second = _acquire_in_thread(slots, "c", 30.0, got)
+    _wait_queued(slots, 2)
+    with pytest.raises(ServerBusyError):
+        slots.acquire("d")  # no wait asked: refused at once, even with room in the queue
+    held.release()  # handed to b, the first to wait, not to whoever asks next
+    first.join(5)
+    assert isinstance(got.get("b"), slots_module.Lease)
+    assert "c" not in got and slots.in_use == 1 and slots.queued == 1
+    with pytest.raises(ServerBusyError):
+        slots.acquire("e")  # a newcomer does not pass the queue
+    got_b = got["b"]
+    assert isinstance(got_b, slots_module.Lease)
+    got_b.release()
+    second.join(5)
+    got_c = got["c"]
+    assert isinstance(got_c, slots_module.Lease)
+    got_c.release()
+    assert slots.in_use == 0 and slots.queued == 0
+    slots.acquire("f").release()  # free again: taken at once
+
+
+def test_a_wait_that_runs_out_is_refused_with_a_hint_and_leaves_the_queue() -> None:
+    slots = TransferSlots(1, max_waiting=4)
+    held = slots.acquire("a")
+    with pytest.raises(ServerBusyError) as info:
+        slots.acquire("b", wait_s=0.05)
+    assert info.value.retry_after_ms >= slots_module.MIN_RETRY_MS
+    assert slots.queued == 0
+    held.release()
+    assert slots.in_use == 0  # nobody waits: the slot is free, not handed to a leaver
+
+
+def test_the_queue_is_bounded_and_a_client_queues_once() -> None:
+    slots = TransferSlots(1, max_waiting=1)
+    held = slots.acquire("a")
+    got: dict[str, object] = {}
+    waiter = _acquire_in_thread(slots, "b", 30.0, got)
+    _wait_queued(slots, 1)
+    with pytest.raises(ServerBusyError):
+        slots.acquire("c", wait_s=30.0)  # the queue is full: refused at once
+    with pytest.raises(ServerBusyError):
+        slots.acquire("a", wait_s=30.0)  # holds a slot: never waits behind itself
+    held.release()
+    waiter.join(5)
+    lease = got["b"]
+    assert isinstance(lease, slots_module.Lease)
+    lease.release()
+    with pytest.raises(ValueError):
+        TransferSlots(1, max_waiting=-1)
+
+
+def test_waiting_transfers_never_exceed_capacity_and_all_get_through() -> None:
+    slots = TransferSlots(2, max_waiting=16)
+    peak = 0
+    lock = threading.Lock()
+    done: list[str] = []
+
+    def worker(k: int) -> None:
+        nonlocal peak
+        for _ in range(20):
+            lease = slots.acquire(f"c{k}", wait_s=30.0)  # 8 clients, 2 slots: all wait
+            with lock:
+                peak = max(peak, slots.in_use)
+            threading.Event().wait(0.001)  # a transfer takes a while
+            lease.release()
+        with lock:
+            done.append(f"c{k}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(done) == 8
+    assert 1 <= peak <= 2
+    assert slots.in_use == 0 and slots.queued == 0
