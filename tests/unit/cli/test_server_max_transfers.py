@@ -26,8 +26,8 @@ def test_max_transfers_defaults_and_reaches_the_slots(fed: Path) -> None:
     default = build_server(parse_server_config(_text(fed, ""), base_dir=fed))
     assert default.config.max_transfers == DEFAULT_MAX_TRANSFERS == 8
     assert default.slots.capacity == 8
-    # The wait queue leaves 4 of the 32 workers to calls that are not transfers.
-    assert default.slots.max_waiting == 32 - 8 - RESERVED_WORKERS
+    # The wait queue leaves 4 of the 128 workers to calls that are not transfers.
+    assert default.slots.max_waiting == 128 - 8 - RESERVED_WORKERS
     assert default.config.transfer_wait_s == DEFAULT_TRANSFER_WAIT_S == 60.0
     unlimited = build_server(parse_server_config(_text(fed, "max_transfers = 0"), base_dir=fed))
     assert unlimited.slots.capacity == 0
