@@ -160,6 +160,7 @@ def run_one(
         "errors": report.errors,
         "error_reasons": ", ".join(f"{k}={v}" for k, v in sorted(report.error_reasons.items())),
         "retries": report.retries,
+        "retry_kinds": ", ".join(f"{k}={v}" for k, v in sorted(report.retry_kinds.items())),
         "enrol_s": round(report.enrol_wall_s, 2),
         "enrol_per_s": round(report.enrolled / report.enrol_wall_s, 1)
         if report.enrol_wall_s

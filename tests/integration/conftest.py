@@ -72,7 +72,7 @@ class Harness:
             policy=s.pop("policy", None) or self.att.policy(s.pop("measurements", [GOOD])),
             trust=s.pop("trust", None) or self.att.trust,
             collateral=s.pop("collateral", None) or NoCollateral(),  # e.g. DCAP's TCB info
-            initial_model=initial_model(),
+            initial_model=s.pop("initial_model", None) or initial_model(),
             rounds=RoundSettings(
                 rounds=s.pop("rounds", 2),
                 clients_per_round=s.pop("clients_per_round", 2),

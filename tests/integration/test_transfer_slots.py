@@ -8,10 +8,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 
+from fedtee import tensors
 from fedtee.client.transport import ServerBusy
 from fedtee.errors import Reason
+from fedtee.server.slots import SLOT_FREE_BYTES
 from fedtee.wire.messages import SubmitOutcome
 
 from .conftest import Harness
@@ -23,6 +26,11 @@ def _wait_until(ready: Callable[[], bool], what: str) -> None:
             return
         threading.Event().wait(0.02)
     raise AssertionError(f"not within 10 s: {what}")
+
+
+# 128 KiB of float32: each transfer of it takes a slot.
+_MODEL = tensors.encode({"w": np.zeros((32, 1024), dtype=np.float32)})
+assert len(_MODEL) > SLOT_FREE_BYTES
 
 
 class _OneSlot:
@@ -37,6 +45,7 @@ class _OneSlot:
             min_clients=2,
             max_transfers=1,
             transfer_wait_s=transfer_wait_s,
+            initial_model=_MODEL,  # past SLOT_FREE_BYTES: its transfers take slots
         )
         self.a, self.b = harness.peer("a"), harness.peer("b")
         assert self.a.enroll().accepted and self.b.enroll().accepted
@@ -81,10 +90,18 @@ def test_a_transfer_past_the_slots_is_told_to_wait_and_goes_through_later(
             b.download(one.task_b)
         assert info.value.reason is Reason.SERVER_BUSY
         assert info.value.retry_after_s is not None and 0.05 <= info.value.retry_after_s <= 10
-        # An upload is refused the same way, however much of it the client has queued.
+        # An upload is refused the same way, after its header and before any of its data.
+        pulled: list[bytes] = []
+
+        def b_chunks() -> Iterator[bytes]:
+            for i in range(0, len(b_data), 64):
+                pulled.append(b_data[i : i + 64])
+                yield pulled[-1]
+
         with pytest.raises(ServerBusy) as up:
-            b.submit(b_signed, b_data)
+            b.submit(b_signed, b_data, b_chunks())
         assert up.value.reason is Reason.SERVER_BUSY and up.value.retry_after_s is not None
+        assert pulled == []  # no go from the server: no data sent
         # Load shedding, not a refusal: nothing in the store or the ledger.
         assert server.store.rejections(server.rounds.federation_id) == []
         assert b"server_busy" not in (harness.tmp / "state" / "ledger.jsonl").read_bytes()
@@ -129,3 +146,23 @@ def test_a_transfer_past_the_slots_waits_on_the_server_and_sends_no_data_until_t
     assert model and server.slots.in_use == 0 and server.slots.queued == 0
     assert server.store is not None and server.rounds is not None
     assert server.store.rejections(server.rounds.federation_id) == []
+
+
+def test_a_small_transfer_takes_no_slot(harness: Harness) -> None:
+    # The harness's model is a few dozen bytes: past every slot, downloads and uploads of it
+    # go through at once (the worker threads bound how many run).
+    server = harness.start(
+        rounds=1, clients_per_round=2, min_clients=2, max_transfers=1, transfer_wait_s=0.0
+    )
+    a, b = harness.peer("a"), harness.peer("b")
+    assert a.enroll().accepted and b.enroll().accepted
+    task_a, task_b = a.wait_task(), b.wait_task()
+    held = server.slots.acquire("someone else")  # the only slot, taken
+    try:
+        signed, data = a.make_update(task_a)  # downloads the model
+        assert a.submit(signed, data).accepted
+        b_signed, b_data = b.make_update(task_b, delta=2.0)
+        assert b.submit(b_signed, b_data).accepted
+        assert server.slots.in_use == 1
+    finally:
+        held.release()

@@ -235,17 +235,20 @@ class GrpcTransport:
         encoding: str = "safetensors",
         offset: int = 0,
     ) -> SubmitOutcome:
-        go = threading.Event()
+        answered = threading.Event()
+        taken: list[bool] = []
 
         def messages() -> Iterator[Any]:
             yield serde.update_header_to_proto(
                 UpdateHeader(receipt=receipt, size=size, encoding=encoding, offset=offset)
             )
             # The data only once the server has taken the upload (auth.UPLOAD_GO_KEY): until
-            # then a queued upload holds no chunk of it in the server's memory.
-            go.wait(STREAM_TIMEOUT_S)
-            for chunk in chunks:
-                yield serde.update_data_to_proto(chunk)
+            # then a queued upload holds no chunk of it in the server's memory. A refused
+            # one (no go) sends none.
+            answered.wait(STREAM_TIMEOUT_S)
+            if taken:
+                for chunk in chunks:
+                    yield serde.update_data_to_proto(chunk)
 
         try:
             call = self._stub.SubmitUpdate.future(
@@ -254,9 +257,11 @@ class GrpcTransport:
                 timeout=STREAM_TIMEOUT_S,
             )
             try:
-                call.initial_metadata()  # the server's go, or the call's end (a refusal)
+                # The server's go, or the call's end (a refusal).
+                if auth.upload_go(call.initial_metadata()):
+                    taken.append(True)
             finally:
-                go.set()
+                answered.set()
             reply = call.result()
         except grpc.RpcError as exc:
             error = translate("SubmitUpdate", exc)

@@ -140,6 +140,8 @@ class ClientResult:
     finished: bool = False
     error: str = ""  # "reason: message" of what ended this client early
     retries: int = 0
+    # What was retried: "method CODE" (e.g. "SubmitUpdate UNAVAILABLE") -> how many times.
+    retry_kinds: Counter[str] = field(default_factory=Counter)
     busy: int = 0  # server_busy answers (transfer slots taken), each asked again
 
 
@@ -153,6 +155,7 @@ class LoadReport:
     errors: int
     error_reasons: dict[str, int]
     retries: int
+    retry_kinds: dict[str, int]  # "method CODE" -> retries of it, over all clients
     busy: int  # server_busy answers, each asked again after the server's hint
     enrol_wall_s: float  # from start until the last client held a credential
     wall_s: float
@@ -248,6 +251,7 @@ class VirtualClient:
                     raise error from exc
                 if n + 1 == self._options.max_attempts:
                     raise error from exc
+                self.result.retry_kinds[f"{method} {exc.code().name}"] += 1
             self.result.retries += 1
             delay = min(self._options.backoff_max_s, 0.05 * (1 << min(n, 6)))
             await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
@@ -288,6 +292,7 @@ class VirtualClient:
                     return outcome
                 if n + 1 < self._options.max_attempts:
                     self.result.retries += 1
+                    self.result.retry_kinds["Enroll nonce_expired"] += 1
             return outcome
 
         if self._enrolling is None:
@@ -382,12 +387,13 @@ class VirtualClient:
                     serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
                 )
                 # The data only once the server has taken the upload (auth.UPLOAD_GO_KEY); a
-                # refusal ends the call instead, and awaiting it raises the refusal.
-                await call.initial_metadata()
-                if not call.done():
+                # refusal ends the call instead (its initial metadata then has no go), and
+                # awaiting the call raises the refusal. Writing into a refused call would
+                # have grpc.aio report INTERNAL in place of the server's status.
+                if auth.upload_go(await call.initial_metadata()):
                     async for part in chunks if chunks is not None else parts():
                         await call.write(serde.update_data_to_proto(part))
-                    await call.done_writing()
+                await call.done_writing()
             except asyncio.InvalidStateError:
                 pass  # the call ended while writing: its status says why
             return await call
@@ -534,6 +540,7 @@ async def run_load(
         errors=sum(1 for r in results if r.error),
         error_reasons=dict(reasons),
         retries=sum(r.retries for r in results),
+        retry_kinds=dict(sum((r.retry_kinds for r in results), Counter())),
         busy=sum(r.busy for r in results),
         enrol_wall_s=max(enrolled_at, default=0.0),
         wall_s=wall,

@@ -52,7 +52,7 @@ from fedtee.server.credentials import CredentialAuthority
 from fedtee.server.gate import EnrolmentGate
 from fedtee.server.rounds import RoundManager
 from fedtee.server.self_attestation import ServerAttestation
-from fedtee.server.slots import Lease, ServerBusyError, TransferSlots
+from fedtee.server.slots import SLOT_FREE_BYTES, Lease, ServerBusyError, TransferSlots
 from fedtee.server.store import ClientRecord, StateStore
 from fedtee.wire import auth, serde
 from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
@@ -169,6 +169,14 @@ class FederationService(pb_grpc.FederationServicer):
         self._clock = clock
         self._limits = limits
 
+    def _lease(self, client_id: str, size: int, *, wait_s: float) -> Lease:
+        """A transfer slot for ``size`` bytes still to move, or no slot (a lease that holds
+        none) for a transfer of at most SLOT_FREE_BYTES: what one holds in flight is about
+        its size, and the worker threads already bound how many run at once."""
+        if size <= SLOT_FREE_BYTES:
+            return Lease.free()
+        return self._slots.acquire(client_id, wait_s=wait_s)
+
     def _record(self, exc: FedteeError, *, client_id: str | None) -> None:
         try:
             self._gate.record_rejection(client_id, exc, now_ms=_ms(self._clock()))
@@ -275,7 +283,7 @@ class FederationService(pb_grpc.FederationServicer):
             )
             total = self._rounds.model_size(req.digest)
             # Last: a refused request costs nothing.
-            lease = self._slots.acquire(client.id, wait_s=self._transfer_wait_s)
+            lease = self._lease(client.id, total - req.offset, wait_s=self._transfer_wait_s)
         except FedteeError as exc:
             _abort(context, exc)
         except Exception as exc:
@@ -314,12 +322,6 @@ class FederationService(pb_grpc.FederationServicer):
             timer.daemon = True
             timer.start()
             client = self._authenticate(context, SUBMIT_UPDATE)
-            # Before reading anything: a refused upload costs its client nothing to resend.
-            lease = self._slots.acquire(
-                client.id, wait_s=min(self._transfer_wait_s, remaining_ms / 1000)
-            )
-            # The client sends its data after this (auth.UPLOAD_GO_KEY).
-            context.send_initial_metadata(((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),))
             try:
                 first = next(request_iterator)
             except StopIteration:
@@ -336,6 +338,14 @@ class FederationService(pb_grpc.FederationServicer):
             if isinstance(first, _Malformed):
                 raise first.refusal("SubmitUpdate")
             header = serde.update_header_from_proto(first, limits=self._limits)
+            # Until the go below the client sends nothing but that header, so a transfer
+            # waiting for its slot, or refused, holds none of its data here.
+            lease = self._lease(
+                client.id,
+                header.size - header.offset,
+                wait_s=min(self._transfer_wait_s, remaining_ms / 1000),
+            )
+            context.send_initial_metadata(((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),))
             result = self._rounds.submit(
                 client,
                 signed=header.receipt,

@@ -36,6 +36,18 @@ RETRY_AFTER_KEY = "fedtee-retry-after-ms"  # trailing metadata of a server_busy 
 UPLOAD_GO_KEY = "fedtee-upload"
 UPLOAD_GO = "go"
 
+
+def upload_go(initial_metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+    """Whether a SubmitUpdate's initial metadata is the server's go (a refused upload's
+    has none)."""
+    for key, value in initial_metadata or ():
+        if key == UPLOAD_GO_KEY:
+            return (value.decode(errors="replace") if isinstance(value, bytes) else value) == (
+                UPLOAD_GO
+            )
+    return False
+
+
 MAX_CREDENTIAL_BYTES = 2048
 MAX_METHOD_LEN = 128
 DEFAULT_SKEW_MS = 120_000
@@ -141,6 +153,7 @@ __all__ = [
     "RETRY_AFTER_KEY",
     "UPLOAD_GO",
     "UPLOAD_GO_KEY",
+    "upload_go",
     "TIMESTAMP_KEY",
     "Metadata",
     "PresentedAuth",

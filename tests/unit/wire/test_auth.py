@@ -69,3 +69,13 @@ def test_missing_and_malformed_metadata() -> None:
         with pytest.raises(CredentialError) as exc:
             auth.read_metadata(bad)
         assert exc.value.reason is Reason.CREDENTIAL_INVALID
+
+
+def test_upload_go_is_the_servers_go_and_nothing_else() -> None:
+    assert auth.upload_go(((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),))
+    assert auth.upload_go((("other", "x"), (auth.UPLOAD_GO_KEY, b"go")))  # bytes, as received
+    # A refused upload's initial metadata (trailers-only: none) or anything else is no go.
+    assert not auth.upload_go(None)
+    assert not auth.upload_go(())
+    assert not auth.upload_go(((auth.UPLOAD_GO_KEY, "stop"),))
+    assert not auth.upload_go(((auth.REASON_KEY, "server_busy"),))
