@@ -505,3 +505,26 @@ def test_verifier_raises_only_attestation_errors_on_mutated_cert_table(data: st.
     parsed = ev.parse_cert_table(evidence.aux["certs"])
     assert parsed.get("vcek") == chain.der("vcek")
     assert parsed.get("ask") == chain.der("ask")
+
+
+def test_an_ask_with_an_unreadable_key_algorithm_is_a_typed_error() -> None:
+    # Found by the property test above (offset 1386 ^ 2 of the fake chain's table): a
+    # flipped byte in the ASK's key algorithm OID made cryptography raise
+    # UnsupportedAlgorithm from the lazily parsed key, which escaped as a crash.
+    if not _TABLE_CHAIN:
+        _TABLE_CHAIN.append(_fake())
+    chain = _TABLE_CHAIN[0]
+    table = bytearray(chain.cert_table())
+    rsa_oid = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1, rsaEncryption
+    hits = [i for i in range(len(table)) if table[i : i + len(rsa_oid)] == rsa_oid]
+    assert hits, "the fake chain's table holds RSA keys"
+    for at in hits:
+        mutated = bytearray(table)
+        mutated[at + len(rsa_oid) - 1] ^= 0x04  # ...1.1.1 -> ...1.1.5: no key type
+        evidence = Evidence(
+            tee=TeeType.SEV_SNP,
+            data=chain.sign(build_report()),
+            aux={"certs": bytes(mutated)},
+        )
+        with pytest.raises(AttestationError):
+            _verify(evidence, trust=_fake_trust(chain), now=FAKE_NOW)

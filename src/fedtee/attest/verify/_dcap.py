@@ -470,7 +470,12 @@ def _parse_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
             f"{what}: CRL issued by {crl.issuer.rfc4514_string()!r}, expected {_cn(issuer)!r}",
             reason=Reason.CRL_INVALID,
         )
-    signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    try:
+        signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except _X509_ERRORS as exc:  # the issuer's key, parsed lazily, or a key type it cannot use
+        raise VerificationError(
+            f"{what}: CRL issuer key unusable: {exc}", reason=Reason.CRL_INVALID
+        ) from exc
     if not signed:
         raise VerificationError(f"{what}: CRL signature invalid", reason=Reason.CRL_INVALID)
     return _Crl(

@@ -159,7 +159,10 @@ def _pss_signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
         return True
     if child.issuer != issuer.subject:
         return False
-    public = issuer.public_key()
+    try:
+        public = issuer.public_key()  # parsed lazily: a mangled key raises only here
+    except (ValueError, UnsupportedAlgorithm):
+        return False  # an unreadable key signed nothing
     if not isinstance(public, rsa.RSAPublicKey):
         return False
     if child.signature_algorithm_oid != x509.SignatureAlgorithmOID.RSASSA_PSS:
@@ -246,7 +249,12 @@ def _vcek_info(cert: x509.Certificate) -> tuple[ec.EllipticCurvePublicKey, dict[
     hit = _VCEK_INFO.get(fp)
     if hit is not None:
         return hit
-    public = cert.public_key()
+    try:
+        public = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise VerificationError(
+            f"VCEK key is unreadable: {exc}", reason=Reason.CERT_MALFORMED
+        ) from exc
     if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
         public.curve, ec.SECP384R1
     ):
@@ -378,7 +386,12 @@ def _check_crl(
             raise CollateralError(
                 f"snp-crl/{name} is not a DER CRL", reason=Reason.CRL_INVALID
             ) from exc
-        public = chain.ark.public_key()
+        try:
+            public = chain.ark.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CollateralError(
+                f"snp-crl/{name}: the chain's ARK key is unreadable", reason=Reason.CRL_INVALID
+            ) from exc
         if crl.issuer != chain.ark.subject or not isinstance(public, rsa.RSAPublicKey):
             raise CollateralError(
                 f"snp-crl/{name} is not issued by the chain's ARK", reason=Reason.CRL_INVALID
