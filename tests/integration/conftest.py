@@ -87,6 +87,7 @@ class Harness:
             server_evidence_per_s=s.pop("server_evidence_per_s", 10.0),
             max_transfers=s.pop("max_transfers", 16),
             transfer_wait_s=s.pop("transfer_wait_s", 10.0),
+            transfer_idle_s=s.pop("transfer_idle_s", 120.0),
         )
         assert not s, f"unknown settings {s}"
         self.server = FederationServer(config, clock=self.clock, evaluate=self.att.evaluate)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedtee import tensors
-from fedtee.client.transport import ServerBusy
+from fedtee.client.transport import ServerBusy, ServerUnavailable
 from fedtee.errors import Reason
 from fedtee.server.slots import SLOT_FREE_BYTES
 from fedtee.wire.messages import SubmitOutcome
@@ -38,20 +38,29 @@ class _OneSlot:
     update ready; :meth:`hold` has a's upload take the slot (its header and first bytes,
     then nothing until :meth:`release`)."""
 
-    def __init__(self, harness: Harness, *, transfer_wait_s: float) -> None:
+    def __init__(
+        self,
+        harness: Harness,
+        *,
+        transfer_wait_s: float,
+        transfer_idle_s: float = 120.0,
+        model: bytes = _MODEL,
+    ) -> None:
         self.server = harness.start(
             rounds=1,
             clients_per_round=2,
             min_clients=2,
             max_transfers=1,
             transfer_wait_s=transfer_wait_s,
-            initial_model=_MODEL,  # past SLOT_FREE_BYTES: its transfers take slots
+            transfer_idle_s=transfer_idle_s,
+            initial_model=model,  # past SLOT_FREE_BYTES: its transfers take slots
         )
         self.a, self.b = harness.peer("a"), harness.peer("b")
         assert self.a.enroll().accepted and self.b.enroll().accepted
         self.task_a, self.task_b = self.a.wait_task(), self.b.wait_task()
         self.signed, self.data = self.a.make_update(self.task_a)
         self.outcome: list[SubmitOutcome] = []
+        self.error: list[Exception] = []
         self._go_on = threading.Event()
         self._uploader: threading.Thread | None = None
 
@@ -64,9 +73,13 @@ class _OneSlot:
             self._go_on.wait(30)
             yield self.data[64:]
 
-        self._uploader = threading.Thread(
-            target=lambda: self.outcome.append(self.a.submit(self.signed, self.data, slow()))
-        )
+        def upload() -> None:
+            try:
+                self.outcome.append(self.a.submit(self.signed, self.data, slow()))
+            except Exception as exc:  # e.g. cut off: reported to the test
+                self.error.append(exc)
+
+        self._uploader = threading.Thread(target=upload)
         self._uploader.start()
         assert sent_some.wait(10)
         _wait_until(lambda: self.server.slots.in_use == 1, "a's upload holds the slot")
@@ -166,3 +179,46 @@ def test_a_small_transfer_takes_no_slot(harness: Harness) -> None:
         assert server.slots.in_use == 1
     finally:
         held.release()
+
+
+def test_an_upload_that_stops_sending_loses_its_slot_to_the_next_transfer(
+    harness: Harness,
+) -> None:
+    # b waits 5 s at most: well before the round's deadline (20 s) would cut a off.
+    one = _OneSlot(harness, transfer_wait_s=5.0, transfer_idle_s=1.0)
+    server, b = one.server, one.b
+    one.hold()  # a's upload: its header and 64 bytes, then nothing
+    try:
+        # b's download waits for the only slot; a's stalled upload is cut off after 1 s.
+        model = b.download(one.task_b)
+        assert tensors.digest(model) == one.task_b.global_model_digest
+        assert one.outcome == [] and one.error, "a's upload was cut off"
+    finally:
+        one.release()
+    assert server.slots.in_use == 0
+
+
+def test_a_download_that_stops_reading_loses_its_slot_to_the_next_transfer(
+    harness: Harness,
+) -> None:
+    # 16 MiB: more than gRPC buffers between the two ends, so a reader that stops stalls it.
+    big = tensors.encode({"w": np.zeros((4096, 1024), dtype=np.float32)})
+    one = _OneSlot(harness, transfer_wait_s=5.0, transfer_idle_s=1.0, model=big)
+    server, a, b = one.server, one.a, one.b
+    assert a.session is not None
+    stalled = iter(
+        a.transport.download_model(
+            session=a.session,
+            round=one.task_a.round,
+            digest=one.task_a.global_model_digest,
+            offset=0,
+        )
+    )
+    next(stalled)  # one chunk, then a reads no more
+    _wait_until(lambda: server.slots.in_use == 1, "a's download holds the slot")
+    model = b.download(one.task_b)  # waits, then gets the slot a's download was cut off from
+    assert tensors.digest(model) == one.task_b.global_model_digest
+    assert server.slots.in_use == 0
+    with pytest.raises(ServerUnavailable):  # what a reads next ends in the cut (CANCELLED)
+        for _ in stalled:
+            pass

@@ -193,6 +193,7 @@ state_dir = "state"             # state.db, artifacts/, ledger.jsonl, the server
 # http2_bdp_probe = false       # grow HTTP/2 windows by BDP probing (memory grows with N)
 # max_transfers = 8             # model transfers at once (0: no limit); past it: wait
 # transfer_wait_s = 60.0        # how long a transfer waits on the server for a slot
+# transfer_idle_s = 120.0       # a transfer moving no chunk this long loses its slot
 
 [rounds]
 rounds = {opts.rounds}                      # rounds to run, then FINISHED

@@ -7,7 +7,8 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
 
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
     [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional),
-                     http2_bdp_probe, max_transfers, transfer_wait_s (optional)
+                     http2_bdp_probe, max_transfers, transfer_wait_s,
+                     transfer_idle_s (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -47,7 +48,9 @@ from fedtee.errors import ConfigError
 from fedtee.memory import DEFAULT_MALLOC_ARENAS, MAX_MALLOC_ARENAS, limit_malloc_arenas
 from fedtee.server.slots import (
     DEFAULT_MAX_TRANSFERS,
+    DEFAULT_TRANSFER_IDLE_S,
     DEFAULT_TRANSFER_WAIT_S,
+    MAX_TRANSFER_IDLE_S,
     MAX_TRANSFER_WAIT_S,
     MAX_TRANSFERS,
 )
@@ -66,6 +69,7 @@ _SCHEMA: dict[str, set[str]] = {
         "http2_bdp_probe",
         "max_transfers",
         "transfer_wait_s",
+        "transfer_idle_s",
     },
     "rounds": {
         "rounds",
@@ -152,6 +156,7 @@ class ServerFileConfig:
     http2_bdp_probe: bool = False  # grow HTTP/2 receive windows by BDP probing (memory x N)
     max_transfers: int = DEFAULT_MAX_TRANSFERS  # model transfers at once (0: unlimited)
     transfer_wait_s: float = DEFAULT_TRANSFER_WAIT_S  # a transfer's wait for a slot
+    transfer_idle_s: float = DEFAULT_TRANSFER_IDLE_S  # a slot holder moving no chunk: cut
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -234,6 +239,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         http2_bdp_probe=_typed("server", srv, "http2_bdp_probe", bool, False),
         max_transfers=_typed("server", srv, "max_transfers", int, DEFAULT_MAX_TRANSFERS),
         transfer_wait_s=_typed("server", srv, "transfer_wait_s", float, DEFAULT_TRANSFER_WAIT_S),
+        transfer_idle_s=_typed("server", srv, "transfer_idle_s", float, DEFAULT_TRANSFER_IDLE_S),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -269,6 +275,11 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError(
             f"[server] transfer_wait_s must be within 0..{MAX_TRANSFER_WAIT_S:g} seconds "
             f"(0: refuse at once), got {cfg.transfer_wait_s}"
+        )
+    if not 1 <= cfg.transfer_idle_s <= MAX_TRANSFER_IDLE_S:
+        raise ConfigError(
+            f"[server] transfer_idle_s must be within 1..{MAX_TRANSFER_IDLE_S:g} seconds, "
+            f"got {cfg.transfer_idle_s}"
         )
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
@@ -491,6 +502,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         http2_bdp_probe=cfg.http2_bdp_probe,
         max_transfers=cfg.max_transfers,
         transfer_wait_s=cfg.transfer_wait_s,
+        transfer_idle_s=cfg.transfer_idle_s,
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(

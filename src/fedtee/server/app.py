@@ -41,6 +41,7 @@ from fedtee.server.self_attestation import DEFAULT_MAX_PER_S, ServerAttestation
 from fedtee.server.service import FederationService, add_to_server
 from fedtee.server.slots import (
     DEFAULT_MAX_TRANSFERS,
+    DEFAULT_TRANSFER_IDLE_S,
     DEFAULT_TRANSFER_WAIT_S,
     RESERVED_WORKERS,
     TransferSlots,
@@ -127,6 +128,9 @@ class ServerConfig:
     # retry_after hint, before any of it is read (fedtee.server.slots). 0: unlimited.
     max_transfers: int = DEFAULT_MAX_TRANSFERS
     transfer_wait_s: float = DEFAULT_TRANSFER_WAIT_S
+    # A transfer holding a slot that moves no chunk for this long is cut off (the client
+    # resumes it later); the slot goes to the next.
+    transfer_idle_s: float = DEFAULT_TRANSFER_IDLE_S
     # Data bytes in one ModelChunk the server sends (at most limits.chunk_bytes, the most it
     # accepts in one). Each transfer in flight holds a few copies of a chunk on its way
     # through protobuf, gRPC and TLS, so this bounds what downloads add to the server's
@@ -322,6 +326,12 @@ class FederationServer:
         while not self._stop.wait(self.config.tick_s):
             try:
                 self.rounds.tick()
+                for client_id in self.slots.expire_idle(self.config.transfer_idle_s):
+                    log.warning(
+                        "cut off %s's transfer: no chunk moved in %.0f s (its slot is freed)",
+                        client_id,
+                        self.config.transfer_idle_s,
+                    )
                 now_ms = self._now_ms()
                 if now_ms >= next_purge:
                     # GetChallenge is unauthenticated: expired nonces must not pile up.

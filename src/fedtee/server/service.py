@@ -290,12 +290,14 @@ class FederationService(pb_grpc.FederationServicer):
             _internal(context, "DownloadModel", exc)
         # Also on a cancelled call, whose generator may never be resumed to its finally.
         context.add_callback(lease.release)
+        lease.watch(context.cancel)  # a client that stops reading loses its slot
         try:
             offset = req.offset
             for data in chunks:
                 yield serde.model_chunk_to_proto(
                     ModelChunk(data=bytes(data), offset=offset, total_size=total)
                 )
+                lease.touch()  # resumed: gRPC took the chunk before
                 offset += len(data)
         finally:
             lease.release()
@@ -345,12 +347,13 @@ class FederationService(pb_grpc.FederationServicer):
                 header.size - header.offset,
                 wait_s=min(self._transfer_wait_s, remaining_ms / 1000),
             )
+            lease.watch(cut_off)  # a client that stops sending loses its slot
             context.send_initial_metadata(((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),))
             result = self._rounds.submit(
                 client,
                 signed=header.receipt,
                 size=header.size,
-                chunks=self._data(request_iterator),
+                chunks=self._data(request_iterator, touch=lease.touch),
                 encoding=parse_encoding(header.encoding),
                 offset=header.offset,
             )
@@ -394,10 +397,13 @@ class FederationService(pb_grpc.FederationServicer):
         except Exception as exc:
             _internal(context, "GetUploadStatus", exc)
 
-    def _data(self, request_iterator: Iterator[pb.UpdateChunk]) -> Iterator[bytes]:
+    def _data(
+        self, request_iterator: Iterator[pb.UpdateChunk], *, touch: Callable[[], None]
+    ) -> Iterator[bytes]:
         while True:
             try:
                 msg = next(request_iterator)
+                touch()
                 if isinstance(msg, _Malformed):
                     raise msg.refusal("SubmitUpdate")
             except StopIteration:

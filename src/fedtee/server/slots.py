@@ -38,6 +38,11 @@ MAX_TRANSFERS = 4096
 # transfer_wait_s``; an upload never past its round's deadline).
 DEFAULT_TRANSFER_WAIT_S = 60.0
 MAX_TRANSFER_WAIT_S = 600.0
+# A transfer holding a slot that moves no chunk for this long is cut off (``[server]
+# transfer_idle_s``): 8 clients that stop reading or sending must not hold every slot until
+# the round's deadline. Generous for slow links: a 256 KiB chunk at 5 KB/s takes 52 s.
+DEFAULT_TRANSFER_IDLE_S = 120.0
+MAX_TRANSFER_IDLE_S = 3600.0
 # Worker threads a full wait queue leaves free for calls that are not transfers.
 RESERVED_WORKERS = 4
 # A transfer of at most this many bytes takes no slot: it holds about its own size in
@@ -68,12 +73,20 @@ class ServerBusyError(ProtocolError):
 
 class Lease:
     """One slot, held until :meth:`release` (idempotent: safe from both a ``finally`` and an
-    RPC-termination callback). :meth:`free` is a lease that holds no slot."""
+    RPC-termination callback). :meth:`free` is a lease that holds no slot.
+
+    The transfer calls :meth:`touch` each time it moves a chunk; one that has not for
+    longer than the server's idle limit (``TransferSlots.expire_idle``) has its
+    :meth:`watch` callback run once, which cuts the transfer off: a client that stops
+    reading or sending must not keep its slot from the others."""
 
     def __init__(self, slots: TransferSlots | None, who: str) -> None:
         self._slots = slots
-        self._who = who
+        self.who = who
         self._started = slots.clock() if slots is not None else 0.0
+        self._last = self._started
+        self._on_idle: Callable[[], object] | None = None
+        self._expired = False
         self._released = False
         self._lock = threading.Lock()
 
@@ -81,13 +94,35 @@ class Lease:
     def free(cls) -> Lease:
         return cls(None, "")
 
+    def watch(self, on_idle: Callable[[], object]) -> None:
+        """Run ``on_idle`` (e.g. cancel the RPC) if the transfer goes idle."""
+        self._on_idle = on_idle
+
+    def touch(self) -> None:
+        if self._slots is not None:
+            self._last = self._slots.clock()
+
+    def idle_s(self, now: float) -> float:
+        return now - self._last
+
+    def _expire(self) -> bool:
+        """Cut off, once (True then); the transfer's own finally (or termination callback)
+        releases the slot."""
+        with self._lock:
+            if self._expired or self._released:
+                return False
+            self._expired = True
+        if self._on_idle is not None:
+            self._on_idle()
+        return True
+
     def release(self) -> None:
         with self._lock:
             if self._released:
                 return
             self._released = True
         if self._slots is not None:
-            self._slots._release(self._who, self._slots.clock() - self._started)
+            self._slots._release(self, self._slots.clock() - self._started)
 
 
 class _Waiter:
@@ -124,6 +159,7 @@ class TransferSlots:
         self._waiting: dict[str, float] = {}  # client id -> when it was last refused
         self._holders: set[str] = set()  # a client holds at most one slot
         self._queue: deque[_Waiter] = deque()  # transfers waiting here, first come first
+        self._leases: set[Lease] = set()  # the slots' holders, for expire_idle
 
     @property
     def in_use(self) -> int:
@@ -142,7 +178,7 @@ class TransferSlots:
         with self._lock:
             if self.capacity == 0:
                 self._in_use += 1
-                return Lease(self, who)
+                return self._lease_locked(who)
             # Also for a client that already holds one or waits for one (e.g. its earlier
             # stream, dropped on its side, not yet ended here): one client cannot take every
             # slot, nor queue behind itself.
@@ -151,7 +187,7 @@ class TransferSlots:
                     self._in_use += 1
                     self._holders.add(who)
                     self._waiting.pop(who, None)
-                    return Lease(self, who)
+                    return self._lease_locked(who)
                 if wait_s > 0 and len(self._queue) < self.max_waiting:
                     waiter = _Waiter(who)
                     self._queue.append(waiter)
@@ -166,7 +202,7 @@ class TransferSlots:
             with self._lock:
                 if waiter.granted:  # possibly just as the wait ran out: the slot is ours
                     self._waiting.pop(who, None)
-                    return Lease(self, who)
+                    return self._lease_locked(who)
                 self._queue.remove(waiter)
                 hint = self._refuse_locked(who, self.clock())
         raise ServerBusyError(
@@ -174,6 +210,19 @@ class TransferSlots:
             f"ask again in about {hint} ms",
             retry_after_ms=hint,
         )
+
+    def _lease_locked(self, who: str) -> Lease:
+        lease = Lease(self, who)
+        self._leases.add(lease)
+        return lease
+
+    def expire_idle(self, idle_s: float) -> list[str]:
+        """Cut off every transfer that has moved no chunk for more than ``idle_s`` seconds
+        (each once); returns the clients whose transfers were cut."""
+        now = self.clock()
+        with self._lock:
+            idle = [lease for lease in self._leases if lease.idle_s(now) > idle_s]
+        return [lease.who for lease in idle if lease._expire()]
 
     def _refuse_locked(self, who: str, now: float) -> int:
         self._waiting[who] = now
@@ -192,9 +241,10 @@ class TransferSlots:
         ms = int(self._mean_s * 1000 * max(per_slot, 1.0))
         return max(MIN_RETRY_MS, min(MAX_RETRY_MS, ms))
 
-    def _release(self, who: str, held_s: float) -> None:
+    def _release(self, lease: Lease, held_s: float) -> None:
         with self._lock:
-            self._holders.discard(who)
+            self._leases.discard(lease)
+            self._holders.discard(lease.who)
             self._mean_s += _SMOOTHING * (max(held_s, 0.0) - self._mean_s)
             if self.capacity == 0:
                 self._in_use -= 1
@@ -212,8 +262,10 @@ class TransferSlots:
 
 __all__ = [
     "DEFAULT_MAX_TRANSFERS",
+    "DEFAULT_TRANSFER_IDLE_S",
     "DEFAULT_TRANSFER_WAIT_S",
     "MAX_TRANSFERS",
+    "MAX_TRANSFER_IDLE_S",
     "MAX_TRANSFER_WAIT_S",
     "RESERVED_WORKERS",
     "SLOT_FREE_BYTES",

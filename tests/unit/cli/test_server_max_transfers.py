@@ -1,5 +1,5 @@
-"""[server] max_transfers and transfer_wait_s: parsed, 8 slots and a 60 s wait by default,
-bounded, and handed to the server's slots and service."""
+"""[server] max_transfers, transfer_wait_s and transfer_idle_s: parsed, 8 slots, a 60 s wait
+and a 120 s idle cut by default, bounded, and handed to the server's slots and service."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fedtee.cli.server import build_server, parse_server_config
 from fedtee.errors import ConfigError
 from fedtee.server.slots import (
     DEFAULT_MAX_TRANSFERS,
+    DEFAULT_TRANSFER_IDLE_S,
     DEFAULT_TRANSFER_WAIT_S,
     RESERVED_WORKERS,
 )
@@ -29,6 +30,7 @@ def test_max_transfers_defaults_and_reaches_the_slots(fed: Path) -> None:
     # The wait queue leaves 4 of the 128 workers to calls that are not transfers.
     assert default.slots.max_waiting == 128 - 8 - RESERVED_WORKERS
     assert default.config.transfer_wait_s == DEFAULT_TRANSFER_WAIT_S == 60.0
+    assert default.config.transfer_idle_s == DEFAULT_TRANSFER_IDLE_S == 120.0
     unlimited = build_server(parse_server_config(_text(fed, "max_transfers = 0"), base_dir=fed))
     assert unlimited.slots.capacity == 0
     four = build_server(parse_server_config(_text(fed, "max_transfers = 4"), base_dir=fed))
@@ -38,6 +40,14 @@ def test_max_transfers_defaults_and_reaches_the_slots(fed: Path) -> None:
     assert many.slots.max_waiting == 0  # more slots than workers: nothing waits
     quick = build_server(parse_server_config(_text(fed, "transfer_wait_s = 0"), base_dir=fed))
     assert quick.config.transfer_wait_s == 0.0
+    idle = build_server(parse_server_config(_text(fed, "transfer_idle_s = 5"), base_dir=fed))
+    assert idle.config.transfer_idle_s == 5.0
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "3601", '"60"', "nan"])
+def test_a_bad_transfer_idle_is_a_config_error(fed: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="transfer_idle_s"):
+        parse_server_config(_text(fed, f"transfer_idle_s = {value}"), base_dir=fed)
 
 
 @pytest.mark.parametrize("value", ["-1", "601", '"10"', "nan", "inf"])

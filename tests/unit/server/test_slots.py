@@ -9,7 +9,7 @@ import pytest
 
 from fedtee.errors import Reason
 from fedtee.server import slots as slots_module
-from fedtee.server.slots import ServerBusyError, TransferSlots
+from fedtee.server.slots import Lease, ServerBusyError, TransferSlots
 
 
 class _Clock:
@@ -230,3 +230,30 @@ def test_waiting_transfers_never_exceed_capacity_and_all_get_through() -> None:
     assert len(done) == 8
     assert 1 <= peak <= 2
     assert slots.in_use == 0 and slots.queued == 0
+
+
+def test_a_transfer_that_moves_nothing_is_cut_off_once_and_its_slot_freed_on_release() -> None:
+    clock = _Clock()
+    slots = TransferSlots(2, clock=clock)
+    cut: list[str] = []
+    busy, stalled = slots.acquire("busy"), slots.acquire("stalled")
+    busy.watch(lambda: cut.append("busy"))
+    stalled.watch(lambda: cut.append("stalled"))
+    free = Lease.free()
+    free.watch(lambda: cut.append("free"))  # holds no slot: never watched
+    expired = []
+    for _ in range(5):
+        clock.now += 10.0
+        busy.touch()  # moves a chunk every 10 s
+        expired.append(slots.expire_idle(30.0))
+    # Idle 10, 20, 30 s: kept; past 30 s: cut off, once, however often it is checked.
+    assert expired == [[], [], [], ["stalled"], []]
+    assert cut == ["stalled"]
+    assert slots.expire_idle(30.0) == []
+    assert slots.in_use == 2  # cutting off is not releasing: the transfer's finally does that
+    stalled.release()
+    assert slots.in_use == 1
+    clock.now += 100.0
+    assert slots.expire_idle(30.0) == ["busy"] and cut == ["stalled", "busy"]
+    busy.release()
+    assert slots.in_use == 0 and slots.expire_idle(0.0) == []
