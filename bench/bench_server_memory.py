@@ -71,11 +71,8 @@ def run_one(
         time.sleep(0.5)
         idle = _common.tree_rss_bytes(server.pid)
         sampler.start()
-        # Uploads refused while every transfer slot is taken come back to grpc.aio as
-        # INTERNAL (see fedtee.eval.loadgen._early_end) and spend attempts: allow many.
-        options = LoadOptions(
-            clients=clients, max_attempts=160, backoff_max_s=5.0, chunk_bytes=upload_chunk
-        )
+        # server_busy answers are asked again after their hint without spending attempts.
+        options = LoadOptions(clients=clients, chunk_bytes=upload_chunk)
         report = asyncio.run(run_load(target, options))
         if not report.ok:
             error = (

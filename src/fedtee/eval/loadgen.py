@@ -78,20 +78,6 @@ _SHED = frozenset(
 T = TypeVar("T")
 
 
-def _early_end(method: str, exc: grpc.aio.AioRpcError) -> bool:
-    """An upload the server ended before the client had sent all of it (e.g. server_busy:
-    every transfer slot taken), as grpc.aio reports it: INTERNAL "Internal error from Core"
-    in place of the server's status when a queued write fails after the status arrived
-    (grpc/grpc#36066; the sync API, which ``fedtee client`` uses, reports the status). Asked
-    again with backoff, spending ``max_attempts``: a refusal that is not load shedding ends
-    the client once they run out."""
-    return (
-        method == "SubmitUpdate"
-        and exc.code() is grpc.StatusCode.INTERNAL
-        and "Internal error from Core" in (exc.details() or "")
-    )
-
-
 @dataclass(frozen=True, kw_only=True)
 class LoadTarget:
     """Where the server is and what the virtual clients need to be admitted."""
@@ -243,10 +229,11 @@ class VirtualClient:
                     busy_waited += delay
                     await asyncio.sleep(delay)
                     continue
-                shed = (
-                    exc.code() in _SHED
-                    and not any(k == auth.REASON_KEY for k, _ in exc.trailing_metadata() or ())
-                ) or _early_end(method, exc)
+                # (A refused upload sends no data, so grpc.aio reports the server's status
+                # rather than INTERNAL for a write into an ended call: grpc/grpc#36066.)
+                shed = exc.code() in _SHED and not any(
+                    k == auth.REASON_KEY for k, _ in exc.trailing_metadata() or ()
+                )
                 if not (shed or isinstance(error, ServerUnavailable)):
                     raise error from exc
                 if n + 1 == self._options.max_attempts:

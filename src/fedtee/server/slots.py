@@ -11,8 +11,9 @@ worker thread and its stream's flow-control window (64 KiB), nothing of its data
 it starts the moment a slot frees, with no round trip. Past the wait, or with the queue full,
 it is refused, still before the server reads any of it, with ``server_busy`` and a hint of
 when to ask again (``retry_after_ms``); the client waits about that long and asks again. It
-loses nothing: a refused download has sent no bytes, and a refused upload is refused before
-its header is read (the client resumes from what the server holds, which is nothing new).
+loses nothing: a refused download has sent no bytes, and of a refused upload the server has
+read only its header (the client sends its data after the server's go, auth.UPLOAD_GO_KEY,
+and resumes from what the server holds, which is nothing new).
 
 The hint is the expected wait: the recent mean transfer time times the number of clients
 waiting per slot (clients refused within the last few hints), so the waiting clients together
@@ -29,9 +30,10 @@ from collections.abc import Callable
 from fedtee.errors import ProtocolError, Reason
 
 # The server's default (``[server] max_transfers``; 0: unlimited). Measured with 100 load-
-# generator clients at a 3.8 MiB model and 1 MiB upload chunks (bench_server_memory), 8
-# slots held the server's peak at 180 MiB against 250 MiB unlimited, rounds 10.3 s against
-# 9.9 s; at 10,000,000 parameters with 10 clients, round times equal within noise.
+# generator clients at a 3.8 MiB model and 1 MiB upload chunks (bench_server_memory, 16:17
+# UTC), 8 slots held the server's peak at 183 MiB against 284 MiB unlimited, rounds 8.0 s
+# against 6.1 s; at 10,000,000 parameters with 10 clients (bench_flower) 4.63 s per round
+# against 5.28 s without slots.
 DEFAULT_MAX_TRANSFERS = 8
 MAX_TRANSFERS = 4096
 # How long a transfer waits on the server for a slot before it is refused (``[server]
@@ -179,37 +181,26 @@ class TransferSlots:
             if self.capacity == 0:
                 self._in_use += 1
                 return self._lease_locked(who)
-            # Also for a client that already holds one or waits for one (e.g. its earlier
-            # stream, dropped on its side, not yet ended here): one client cannot take every
-            # slot, nor queue behind itself.
-            if who not in self._holders and all(w.who != who for w in self._queue):
-                if self._in_use < self.capacity and not self._queue:
-                    self._in_use += 1
-                    self._holders.add(who)
-                    self._waiting.pop(who, None)
-                    return self._lease_locked(who)
-                if wait_s > 0 and len(self._queue) < self.max_waiting:
-                    waiter = _Waiter(who)
-                    self._queue.append(waiter)
-                else:
-                    waiter = None
-            else:
-                waiter = None
-            if waiter is None:
-                hint = self._refuse_locked(who, now)
-        if waiter is not None:
-            waiter.woken.wait(wait_s)
-            with self._lock:
-                if waiter.granted:  # possibly just as the wait ran out: the slot is ours
-                    self._waiting.pop(who, None)
-                    return self._lease_locked(who)
-                self._queue.remove(waiter)
-                hint = self._refuse_locked(who, self.clock())
-        raise ServerBusyError(
-            f"all {self.capacity} transfer slots are in use (or one is this client's); "
-            f"ask again in about {hint} ms",
-            retry_after_ms=hint,
-        )
+            # A client that already holds a slot or waits for one (e.g. its earlier stream,
+            # dropped on its side, not yet ended here) is refused: one client cannot take
+            # every slot, nor queue behind itself.
+            eligible = who not in self._holders and all(w.who != who for w in self._queue)
+            if eligible and self._in_use < self.capacity and not self._queue:
+                self._in_use += 1
+                self._holders.add(who)
+                self._waiting.pop(who, None)
+                return self._lease_locked(who)
+            if not (eligible and wait_s > 0 and len(self._queue) < self.max_waiting):
+                raise self._busy_locked(who, now)
+            waiter = _Waiter(who)
+            self._queue.append(waiter)
+        waiter.woken.wait(wait_s)  # outside the lock
+        with self._lock:
+            if waiter.granted:  # possibly just as the wait ran out: the slot is ours
+                self._waiting.pop(who, None)
+                return self._lease_locked(who)
+            self._queue.remove(waiter)
+            raise self._busy_locked(who, self.clock())
 
     def _lease_locked(self, who: str) -> Lease:
         lease = Lease(self, who)
@@ -224,9 +215,15 @@ class TransferSlots:
             idle = [lease for lease in self._leases if lease.idle_s(now) > idle_s]
         return [lease.who for lease in idle if lease._expire()]
 
-    def _refuse_locked(self, who: str, now: float) -> int:
+    def _busy_locked(self, who: str, now: float) -> ServerBusyError:
+        """The refusal of ``who``, counted as waiting, with the hint."""
         self._waiting[who] = now
-        return self._hint_locked(now)
+        hint = self._hint_locked(now)
+        return ServerBusyError(
+            f"all {self.capacity} transfer slots are in use (or one is this client's); "
+            f"ask again in about {hint} ms",
+            retry_after_ms=hint,
+        )
 
     def _hint_locked(self, now: float) -> int:
         horizon = (
