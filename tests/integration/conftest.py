@@ -88,6 +88,7 @@ class Harness:
             max_transfers=s.pop("max_transfers", 16),
             transfer_wait_s=s.pop("transfer_wait_s", 10.0),
             transfer_idle_s=s.pop("transfer_idle_s", 120.0),
+            tick_s=s.pop("tick_s", 0.05),
         )
         assert not s, f"unknown settings {s}"
         self.server = FederationServer(config, clock=self.clock, evaluate=self.att.evaluate)

@@ -324,6 +324,7 @@ class RoundManager:
         self._waiting_since_ms: int | None = None
         self._next_round = 1
         self._next_model: bytes | None = None
+        self._written_model: bytes | None = None  # the model the last close wrote
         self._finished = False
         self._retry_close = False
         # A close that failed (e.g. a stored update no longer matches its digest) is retried
@@ -440,8 +441,12 @@ class RoundManager:
 
     def _load_global(self, digest: bytes) -> None:
         # Views of a memory map, read tensor by tensor: holding the round's global model
-        # costs no model-sized buffer (see ArtifactStore.map_arrays).
-        arrays = self._artifacts.map_arrays(digest)
+        # costs no model-sized buffer (see ArtifactStore.map_arrays). A model this process
+        # has just aggregated and written, hashing it as it went, is not hashed again; one
+        # from an earlier process, or the initial model, is. Every download hashes the file
+        # it serves in any case (ArtifactStore.iter_chunks).
+        fresh, self._written_model = self._written_model == digest, None
+        arrays = self._artifacts.map_arrays(digest, verify=not fresh)
         self._global = arrays
         self._spec = ModelSpec.of(arrays)
 
@@ -770,6 +775,18 @@ class RoundManager:
             return
         self._close_failures = 0
         self._next_close_ms = 0
+        self._open_next()
+
+    def _open_next(self) -> None:
+        """Open the next round right after a close, not on the driver's next tick (caller
+        holds the lock). A failure here is the tick's to retry: the close it follows has
+        succeeded, and the update that settled it stays accepted."""
+        if self._finished or self._open is not None:
+            return
+        try:
+            self._maybe_open(now_ms=_ms(self._clock()))
+        except FedteeError as exc:
+            log.warning("opening the next round failed (%s); the round driver retries", exc)
 
     def _reject(
         self,
@@ -893,6 +910,7 @@ class RoundManager:
             else:
                 self._ledger_round(rnd.number)  # every input's receipt precedes the aggregation
                 output = self._aggregate(updates)
+                self._written_model = output  # hashed as it was written: load it unverified
                 self._ledger.aggregation(
                     round=rnd.number,
                     inputs=[u.receipt_hash for u in updates],
