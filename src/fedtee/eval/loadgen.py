@@ -78,6 +78,25 @@ _SHED = frozenset(
 T = TypeVar("T")
 
 
+class EndedBeforeGo(grpc.aio.AioRpcError):  # type: ignore[misc]
+    """A SubmitUpdate that grpc.aio reports as INTERNAL ("Internal error from Core") before
+    the server's go (:data:`fedtee.wire.auth.UPLOAD_GO_KEY`): the call was refused before any
+    data was sent, typically by gRPC core itself at the server's limit of calls in flight,
+    while the header was being written (grpc.aio then reports INTERNAL in place of the
+    status: grpc/grpc#36066; the sync API that ``fedtee client`` uses reports the status).
+    No data left the client and nothing was accepted, so it is asked again as shed load. An
+    INTERNAL after the go is a real error and is not retried."""
+
+    def __init__(self, exc: grpc.aio.AioRpcError) -> None:
+        super().__init__(
+            exc.code(),
+            exc.initial_metadata(),
+            exc.trailing_metadata(),
+            exc.details(),
+            exc.debug_error_string(),
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoadTarget:
     """Where the server is and what the virtual clients need to be admitted."""
@@ -229,16 +248,17 @@ class VirtualClient:
                     busy_waited += delay
                     await asyncio.sleep(delay)
                     continue
-                # (A refused upload sends no data, so grpc.aio reports the server's status
-                # rather than INTERNAL for a write into an ended call: grpc/grpc#36066.)
-                shed = exc.code() in _SHED and not any(
-                    k == auth.REASON_KEY for k, _ in exc.trailing_metadata() or ()
+                before_go = isinstance(exc, EndedBeforeGo)
+                shed = before_go or (
+                    exc.code() in _SHED
+                    and not any(k == auth.REASON_KEY for k, _ in exc.trailing_metadata() or ())
                 )
                 if not (shed or isinstance(error, ServerUnavailable)):
                     raise error from exc
                 if n + 1 == self._options.max_attempts:
                     raise error from exc
-                self.result.retry_kinds[f"{method} {exc.code().name}"] += 1
+                kind = "INTERNAL before the go" if before_go else exc.code().name
+                self.result.retry_kinds[f"{method} {kind}"] += 1
             self.result.retries += 1
             delay = min(self._options.backoff_max_s, 0.05 * (1 << min(n, 6)))
             await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
@@ -369,21 +389,27 @@ class VirtualClient:
             call = self._stub.SubmitUpdate(
                 metadata=self._metadata("SubmitUpdate"), timeout=self._options.call_timeout_s
             )
+            went = False
             try:
                 await call.write(
                     serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
                 )
                 # The data only once the server has taken the upload (auth.UPLOAD_GO_KEY); a
                 # refusal ends the call instead (its initial metadata then has no go), and
-                # awaiting the call raises the refusal. Writing into a refused call would
-                # have grpc.aio report INTERNAL in place of the server's status.
-                if auth.upload_go(await call.initial_metadata()):
+                # awaiting the call raises the refusal.
+                went = auth.upload_go(await call.initial_metadata())
+                if went:
                     async for part in chunks if chunks is not None else parts():
                         await call.write(serde.update_data_to_proto(part))
                 await call.done_writing()
             except asyncio.InvalidStateError:
                 pass  # the call ended while writing: its status says why
-            return await call
+            try:
+                return await call
+            except grpc.aio.AioRpcError as exc:
+                if not went and exc.code() is grpc.StatusCode.INTERNAL:
+                    raise EndedBeforeGo(exc) from exc
+                raise
 
         try:
             return serde.submit_outcome_from_proto(await self._call("SubmitUpdate", send))

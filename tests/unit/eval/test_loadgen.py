@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Generator
+from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
 
+from fedtee import identity
 from fedtee.attest.attesters.sim import SimRoot
 from fedtee.errors import FedteeError, Reason
 from fedtee.eval import loadgen
 from fedtee.eval.loadgen import LoadOptions, LoadTarget, run_load
+from fedtee.ledger.receipts import Receipt, sign_receipt
+from fedtee.wire import auth
+from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
 
 
 class _Refused(FedteeError):
@@ -68,3 +76,85 @@ def test_without_abort_a_failure_leaves_the_others_running(target: LoadTarget) -
 
     with pytest.raises(TimeoutError):
         asyncio.run(asyncio.wait_for(go(), timeout=1.0))
+
+
+# --- SubmitUpdate: grpc.aio's INTERNAL before and after the server's go ------------------------
+
+
+class _Call:
+    """A SubmitUpdate call as grpc.aio hands it out: refused before the go (gRPC core at its
+    limit of calls in flight), or taken (the go) and then failed."""
+
+    def __init__(self, *, go: bool, fails: bool) -> None:
+        self.go, self.fails = go, fails
+        self.data_written = 0
+
+    async def write(self, message: object) -> None:
+        if self.go and message.WhichOneof("part") == "data":  # type: ignore[attr-defined]
+            self.data_written += 1
+
+    async def initial_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),) if self.go else ()
+
+    async def done_writing(self) -> None:
+        if not self.go:
+            raise asyncio.InvalidStateError("the call has ended")
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self.fails:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.INTERNAL,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                "Internal error from Core",
+            )
+        return pb.SubmitResult(accepted=True)
+        yield  # pragma: no cover - makes this a generator
+
+
+class _Stub:
+    def __init__(self, calls: list[_Call]) -> None:
+        self.calls = calls
+        self.made: list[_Call] = []
+
+    def SubmitUpdate(self, **_: object) -> _Call:
+        call = self.calls[len(self.made)]
+        self.made.append(call)
+        return call
+
+
+def _submit(target: LoadTarget, stub: _Stub) -> tuple[loadgen.VirtualClient, object]:
+    client = loadgen.VirtualClient(
+        client_id="load-1",
+        stub=stub,
+        target=target,
+        options=LoadOptions(clients=1, max_attempts=3),
+    )
+    receipt = Receipt(
+        federation_id="f",
+        round=1,
+        client_id="load-1",
+        global_model_digest=bytes(32),
+        update_digest=bytes(32),
+        num_examples=1,
+        measurement=bytes(48),
+    )
+    signed = sign_receipt(receipt, identity.generate())
+    return client, asyncio.run(client.submit(signed, b"x" * 100))
+
+
+def test_an_upload_refused_before_the_go_is_asked_again_as_shed_load(target: LoadTarget) -> None:
+    stub = _Stub([_Call(go=False, fails=True), _Call(go=True, fails=False)])
+    client, outcome = _submit(target, stub)
+    assert getattr(outcome, "accepted", None) is True
+    assert len(stub.made) == 2
+    assert stub.made[0].data_written == 0 and stub.made[1].data_written > 0
+    assert client.result.retries == 1
+    assert client.result.retry_kinds == {"SubmitUpdate INTERNAL before the go": 1}
+
+
+def test_an_internal_error_after_the_go_is_not_retried(target: LoadTarget) -> None:
+    stub = _Stub([_Call(go=True, fails=True), _Call(go=True, fails=False)])
+    with pytest.raises(FedteeError):
+        _submit(target, stub)
+    assert len(stub.made) == 1
