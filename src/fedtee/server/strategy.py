@@ -22,7 +22,9 @@ per update (see :meth:`FedAvg.accumulate_many`).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -81,6 +83,17 @@ GROUP_DECODED_BYTES = 64 << 20
 # Bytes of mapped update pages a group reads between two calls of Releasable.release().
 WINDOW_BYTES = 16 << 20
 ACCUMULATORS = ("float64", "float32")
+# accumulate_many folds a tensor of at least PARALLEL_BLOCKS blocks on several threads, each
+# over its own contiguous range of whole blocks (at least PARALLEL_BLOCKS // 2 each): numpy
+# releases the GIL in the cast and the BLAS product that do the work, so the fold runs on
+# as many cores as it has threads. The default is one thread a core, up to MAX_FOLD_THREADS
+# (past a few threads the fold is bound by memory bandwidth, not by cores).
+PARALLEL_BLOCKS = 16
+MAX_FOLD_THREADS = 8
+
+
+def default_fold_threads() -> int:
+    return max(1, min(MAX_FOLD_THREADS, os.cpu_count() or 1))
 
 
 def _blocks(size: int) -> range:
@@ -145,10 +158,18 @@ class FedAvg:
     name = "fedavg"
 
     def __init__(
-        self, *, clients_per_round: int | None = None, accumulator: str = "float64"
+        self,
+        *,
+        clients_per_round: int | None = None,
+        accumulator: str = "float64",
+        fold_threads: int | None = None,
     ) -> None:
         if clients_per_round is not None and clients_per_round < 1:
             raise ValueError("clients_per_round must be at least 1")
+        threads = default_fold_threads() if fold_threads is None else fold_threads
+        if not 1 <= threads <= MAX_FOLD_THREADS:
+            raise ValueError(f"fold_threads must be 1..{MAX_FOLD_THREADS}, got {fold_threads}")
+        self._fold_threads = threads
         if accumulator not in ACCUMULATORS:
             raise ValueError(f"accumulator must be one of {ACCUMULATORS}, got {accumulator!r}")
         self._clients_per_round = clients_per_round
@@ -157,7 +178,8 @@ class FedAvg:
         self._acc: dict[str, NDArray[Any]] = {}
         self._blank = False  # the accumulator is uninitialised memory (after begin)
         self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}  # accumulate: one block
-        self._stage: dict[np.dtype[Any], NDArray[Any]] = {}  # accumulate_many: GROUP + 1 blocks
+        # accumulate_many: GROUP + 1 blocks for each fold thread, by (dtype, thread)
+        self._stage: dict[tuple[np.dtype[Any], int], NDArray[Any]] = {}
         self._mask: NDArray[np.bool_] = np.empty(max(FINITE_BLOCK, BLOCK), dtype=np.bool_)
         self._total = 0
         self._count = 0
@@ -283,36 +305,58 @@ class FedAvg:
             except UpdateRejected as exc:
                 raise _Rejected(index, exc) from None
         releases = [u.release if isinstance(u, Releasable) else None for u, _ in updates]
-        for name, acc in self._acc.items():
-            expected = spec.tensors[name]
-            start = 0
-            while start < len(updates):
-                group: list[NDArray[Any]] = []
-                decoded = 0
-                while start + len(group) < len(updates) and len(group) < GROUP:
-                    index = start + len(group)
-                    try:
-                        array = _tensor(updates[index][0], name, expected)
-                    except UpdateRejected as exc:
-                        raise _Rejected(index, exc) from None
-                    group.append(array.reshape(-1))
-                    if array.base is None:  # a decoded copy, not a view of a file map
-                        decoded += array.nbytes
-                        if decoded >= GROUP_DECODED_BYTES:
-                            break
-                end = start + len(group)
-                self._fold_group(
-                    name,
-                    acc.reshape(-1),
-                    group,
-                    weights[start:end],
-                    first=start,
-                    releases=[r for r in releases[start:end] if r is not None],
-                )
-                start = end
+        large = any(a.size >= PARALLEL_BLOCKS * BLOCK for a in self._acc.values())
+        pool = (
+            ThreadPoolExecutor(max_workers=self._fold_threads, thread_name_prefix="fedtee-fold")
+            if large and self._fold_threads > 1
+            else None
+        )
+        try:
+            for name, acc in self._acc.items():
+                self._fold_tensor(name, acc, spec.tensors[name], updates, weights, releases, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         self._blank = False
         self._total += sum(int(n) for _, n in updates)
         self._count += len(updates)
+
+    def _fold_tensor(
+        self,
+        name: str,
+        acc: NDArray[Any],
+        expected: TensorSpec,
+        updates: Sequence[tuple[Update, int]],
+        weights: list[float],
+        releases: list[Callable[[], None] | None],
+        pool: ThreadPoolExecutor | None,
+    ) -> None:
+        start = 0
+        while start < len(updates):
+            group: list[NDArray[Any]] = []
+            decoded = 0
+            while start + len(group) < len(updates) and len(group) < GROUP:
+                index = start + len(group)
+                try:
+                    array = _tensor(updates[index][0], name, expected)
+                except UpdateRejected as exc:
+                    raise _Rejected(index, exc) from None
+                group.append(array.reshape(-1))
+                if array.base is None:  # a decoded copy, not a view of a file map
+                    decoded += array.nbytes
+                    if decoded >= GROUP_DECODED_BYTES:
+                        break
+            end = start + len(group)
+            self._fold_group(
+                name,
+                acc.reshape(-1),
+                group,
+                weights[start:end],
+                first=start,
+                releases=[r for r in releases[start:end] if r is not None],
+                pool=pool,
+            )
+            start = end
 
     def _fold_group(
         self,
@@ -323,19 +367,74 @@ class FedAvg:
         *,
         first: int,
         releases: list[Callable[[], None]],
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
         """Add ``sum(weights[k] * group[k])`` to ``acc``, block by block, each block only
-        once it is known finite; ``first`` is the batch index of ``group[0]``."""
-        stage = self._stage.get(acc.dtype)
-        if stage is None:
-            stage = self._stage[acc.dtype] = np.empty((GROUP + 1, BLOCK), dtype=acc.dtype)
-        rows, summed = stage[: len(group)], stage[GROUP]
+        once it is known finite; ``first`` is the batch index of ``group[0]``. With a
+        ``pool``, a large tensor is cut into contiguous ranges of whole blocks folded at
+        once, one a thread; every range is waited for before any rejection is raised (the
+        caller then rebuilds the accumulator), and the lowest rejected index wins."""
         w = np.array(weights, dtype=acc.dtype)
+        blocks = -(-acc.size // BLOCK)
+        parts = 1 if pool is None else min(self._fold_threads, blocks // (PARALLEL_BLOCKS // 2))
+        if parts <= 1:
+            self._fold_range(name, acc, group, w, 0, acc.size, first, releases, 0)
+            return
+        assert pool is not None
+        per = -(-blocks // parts) * BLOCK
+        futures: list[Future[None]] = [
+            pool.submit(
+                self._fold_range,
+                name,
+                acc,
+                group,
+                w,
+                lo,
+                min(lo + per, acc.size),
+                first,
+                releases,
+                k,
+            )
+            for k, lo in enumerate(range(0, acc.size, per))
+        ]
+        rejected: list[_Rejected] = []
+        failed: BaseException | None = None
+        for future in futures:
+            try:
+                future.result()
+            except _Rejected as bad:
+                rejected.append(bad)
+            except BaseException as exc:  # e.g. MemoryError: raised once all ranges are done
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+        if rejected:
+            raise min(rejected, key=lambda bad: bad.index)
+
+    def _fold_range(
+        self,
+        name: str,
+        acc: NDArray[Any],
+        group: list[NDArray[Any]],
+        w: NDArray[Any],
+        lo: int,
+        hi: int,
+        first: int,
+        releases: list[Callable[[], None]],
+        thread: int,
+    ) -> None:
+        """:meth:`_fold_group` over elements ``lo:hi`` of ``acc`` (``lo`` on a block
+        boundary), with thread ``thread``'s own staging blocks."""
+        key = (acc.dtype, thread)
+        stage = self._stage.get(key)
+        if stage is None:
+            stage = self._stage[key] = np.empty((GROUP + 1, BLOCK), dtype=acc.dtype)
+        rows, summed = stage[: len(group)], stage[GROUP]
         check = group[0].dtype.kind == "f"
         # Release the members' mapped pages every WINDOW_BYTES read (whole blocks).
         window = max(1, WINDOW_BYTES // (len(group) * group[0].itemsize * BLOCK)) * BLOCK
-        for i in _blocks(acc.size):
-            n = min(BLOCK, acc.size - i)
+        for i in range(lo, hi, BLOCK):
+            n = min(BLOCK, hi - i)
             s, out = rows[:, :n], summed[:n]
             for row, array in zip(s, group, strict=True):
                 np.copyto(row, array[i : i + n])
@@ -344,7 +443,7 @@ class FedAvg:
             # overflowing sum of finite values is caught below, as accumulate would add it).
             if check and not math.isfinite(float(np.add.reduce(out))):
                 for k, row in enumerate(s):
-                    if not bool(np.isfinite(row, out=self._mask[:n]).all()):
+                    if not bool(np.isfinite(row).all()):
                         raise _Rejected(first + k, _nonfinite(name))
                 # Finite inputs whose weighted sum overflowed: added, as accumulate would.
             block = acc[i : i + n]
@@ -352,7 +451,7 @@ class FedAvg:
                 np.copyto(block, out)
             else:
                 np.add(block, out, out=block)
-            if (i + n) % window == 0 or i + n == acc.size:
+            if (i + n - lo) % window == 0 or i + n == hi:
                 for release in releases:
                     release()
 

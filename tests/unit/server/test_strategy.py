@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import tracemalloc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -93,8 +94,10 @@ def test_memory_does_not_grow_with_number_of_clients(together: bool) -> None:
     spec = ModelSpec.of({"w": np.zeros(shape, np.float32)})
     updates = [{"w": np.full(shape, float(i), dtype=np.float32)} for i in range(40)]
 
+    threads = 2  # this 2 MiB tensor is 16 blocks: folded in 2 ranges, each with its stage
+
     def peak(n_clients: int) -> int:
-        strategy = FedAvg()
+        strategy = FedAvg(fold_threads=threads)
         tracemalloc.start()
         strategy.begin(spec)
         if together:
@@ -109,9 +112,9 @@ def test_memory_does_not_grow_with_number_of_clients(together: bool) -> None:
 
     few, many = peak(3), peak(40)
     model_bytes = 512 * 512 * 8
-    stage_bytes = (strategy_module.GROUP + 1) * strategy_module.BLOCK * 8
+    stage_bytes = (strategy_module.GROUP + 1) * strategy_module.BLOCK * 8 * threads
     assert many < few + model_bytes // 4
-    # The accumulator (the new model is written over it) and the stage: not 40 models.
+    # The accumulator (the new model is written over it) and a stage a thread: not 40 models.
     assert many < model_bytes + stage_bytes + model_bytes // 4
 
 
@@ -452,3 +455,83 @@ def test_accumulate_and_accumulate_many_mix_in_one_round() -> None:
     strategy.accumulate_many([(u, 1) for u in updates[4:]])  # not fresh: one at a time
     result = strategy.finalize()
     np.testing.assert_allclose(result["w"], _reference(updates, [1] * 6)["w"], rtol=1e-6)
+
+
+# --- folding one large tensor on several threads ----------------------------------------------
+
+LARGE = strategy_module.BLOCK * strategy_module.PARALLEL_BLOCKS * 2 + 123  # 32 blocks + a tail
+
+
+def _large(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "big": rng.standard_normal(LARGE).astype(np.float32),
+        "small": rng.standard_normal(7).astype(np.float32),
+    }
+
+
+def _fold(updates: list[dict[str, np.ndarray]], weights: list[int], threads: int) -> FedAvg:
+    strategy = FedAvg(fold_threads=threads)
+    strategy.begin(ModelSpec.of(updates[0]))
+    strategy.accumulate_many(list(zip(updates, weights, strict=True)))
+    return strategy
+
+
+def test_a_large_tensor_folds_on_several_threads_to_the_same_bits_as_on_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    ranges: list[tuple[str, int, int]] = []
+    real = FedAvg._fold_range
+
+    def recorded(self: FedAvg, name: str, acc: np.ndarray, *args: object) -> None:
+        lo, hi = args[2], args[3]
+        assert isinstance(lo, int) and isinstance(hi, int)
+        ranges.append((threading.current_thread().name, lo, hi))
+        real(self, name, acc, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FedAvg, "_fold_range", recorded)
+    n = strategy_module.GROUP + 3  # two groups: the second adds to what the first wrote
+    updates = [_large(seed) for seed in range(n)]
+    weights = [int(k) for k in np.random.default_rng(3).integers(1, 100, n)]
+    parallel = _fold(updates, weights, threads=4).finalize()
+    on_fold_threads = [r for r in ranges if r[0].startswith("fedtee-fold")]
+    # Both groups of "big" in 4 contiguous ranges of whole blocks that cover it exactly.
+    assert len(on_fold_threads) == 8
+    for group in (on_fold_threads[:4], on_fold_threads[4:]):
+        bounds = sorted((lo, hi) for _, lo, hi in group)
+        assert bounds[0][0] == 0 and bounds[-1][1] == LARGE
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+        assert all(lo % strategy_module.BLOCK == 0 for lo, _ in bounds)
+    ranges.clear()
+    serial = _fold(updates, weights, threads=1).finalize()
+    assert all(not name.startswith("fedtee-fold") for name, _, _ in ranges)
+    for name in serial:  # the same operations on the same blocks: the same bits
+        np.testing.assert_array_equal(parallel[name], serial[name])
+    expected = _reference(updates, weights)
+    np.testing.assert_allclose(parallel["big"], expected["big"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_a_rejection_in_any_range_rebuilds_the_sum_without_the_bad_update(threads: int) -> None:
+    updates = [_large(seed) for seed in range(6)]
+    weights = [1, 2, 3, 4, 5, 6]
+    updates[4]["big"][1] = np.nan  # in the first range
+    updates[2]["big"][-1] = np.inf  # in the last range: the lower index is reported
+    strategy = FedAvg(fold_threads=threads)
+    strategy.begin(ModelSpec.of(updates[0]))
+    with pytest.raises(UpdateRejected) as err:
+        strategy.accumulate_many(list(zip(updates, weights, strict=True)))
+    assert err.value.reason is Reason.UPDATE_NONFINITE
+    assert strategy.num_updates == 2 and strategy.total_examples == 3
+    result = strategy.finalize()
+    serial = _fold(updates[:2], weights[:2], threads=1).finalize()
+    for name in result:
+        np.testing.assert_array_equal(result[name], serial[name])
+
+
+@pytest.mark.parametrize("threads", [0, strategy_module.MAX_FOLD_THREADS + 1])
+def test_fold_threads_out_of_range_is_refused(threads: int) -> None:
+    with pytest.raises(ValueError, match="fold_threads"):
+        FedAvg(fold_threads=threads)
