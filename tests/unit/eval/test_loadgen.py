@@ -83,9 +83,9 @@ def test_without_abort_a_failure_leaves_the_others_running(target: LoadTarget) -
 
 class _Call:
     """A SubmitUpdate call as grpc.aio hands it out: refused before the go (gRPC core at its
-    limit of calls in flight), or taken (the go) and then failed."""
+    limit of calls in flight), or taken (the go) and then failed with ``fails``."""
 
-    def __init__(self, *, go: bool, fails: bool) -> None:
+    def __init__(self, *, go: bool, fails: grpc.StatusCode | None = None) -> None:
         self.go, self.fails = go, fails
         self.data_written = 0
 
@@ -101,12 +101,12 @@ class _Call:
             raise asyncio.InvalidStateError("the call has ended")
 
     def __await__(self) -> Generator[Any, None, Any]:
-        if self.fails:
+        if self.fails is not None:
             raise grpc.aio.AioRpcError(
-                grpc.StatusCode.INTERNAL,
+                self.fails,
                 grpc.aio.Metadata(),
-                grpc.aio.Metadata(),
-                "Internal error from Core",
+                grpc.aio.Metadata(("fedtee-reason", "update_malformed")),
+                "Internal error from Core" if self.fails is grpc.StatusCode.INTERNAL else "no",
             )
         return pb.SubmitResult(accepted=True)
         yield  # pragma: no cover - makes this a generator
@@ -143,18 +143,21 @@ def _submit(target: LoadTarget, stub: _Stub) -> tuple[loadgen.VirtualClient, obj
     return client, asyncio.run(client.submit(signed, b"x" * 100))
 
 
-def test_an_upload_refused_before_the_go_is_asked_again_as_shed_load(target: LoadTarget) -> None:
-    stub = _Stub([_Call(go=False, fails=True), _Call(go=True, fails=False)])
+@pytest.mark.parametrize("go", [False, True], ids=["before the go", "after the go"])
+def test_an_upload_grpc_aio_ends_as_internal_is_asked_again(go: bool, target: LoadTarget) -> None:
+    stub = _Stub([_Call(go=go, fails=grpc.StatusCode.INTERNAL), _Call(go=True)])
     client, outcome = _submit(target, stub)
     assert getattr(outcome, "accepted", None) is True
     assert len(stub.made) == 2
-    assert stub.made[0].data_written == 0 and stub.made[1].data_written > 0
+    assert (stub.made[0].data_written > 0) is go  # before the go, no data left the client
+    assert stub.made[1].data_written > 0
     assert client.result.retries == 1
-    assert client.result.retry_kinds == {"SubmitUpdate INTERNAL before the go": 1}
+    kind = "after" if go else "before"
+    assert client.result.retry_kinds == {f"SubmitUpdate INTERNAL {kind} the go": 1}
 
 
-def test_an_internal_error_after_the_go_is_not_retried(target: LoadTarget) -> None:
-    stub = _Stub([_Call(go=True, fails=True), _Call(go=True, fails=False)])
+def test_a_refusal_with_its_status_after_the_go_is_not_asked_again(target: LoadTarget) -> None:
+    stub = _Stub([_Call(go=True, fails=grpc.StatusCode.INVALID_ARGUMENT), _Call(go=True)])
     with pytest.raises(FedteeError):
         _submit(target, stub)
     assert len(stub.made) == 1
