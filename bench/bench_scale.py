@@ -91,7 +91,8 @@ def main() -> int:
             "- *enrolment*: start of the load to the last credential; *round*: opened to "
             "aggregated, from the server's state.db; *server RSS*: sampled from /proc.\n"
             "- *retries*: calls the server shed (past its 4,096 calls in flight gRPC answers "
-            "`RESOURCE_EXHAUSTED`; or a call outlived its 120 s deadline) and the client asked "
+            "`RESOURCE_EXHAUSTED`; or a call outlived its 120 s deadline; or grpc.aio ended "
+            "an upload as INTERNAL, `fedtee.eval.loadgen.EndedMidUpload`) and the client asked "
             "again after a jittered backoff (up to 5 s, for about 10 minutes). A round needs "
             "every client, so the run stops at the first client that gives up and reports it "
             "as an error.\n\n" + text

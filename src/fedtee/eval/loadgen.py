@@ -397,22 +397,23 @@ class VirtualClient:
             )
             went = False
             try:
-                await call.write(
-                    serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
-                )
-                # The data only once the server has taken the upload (auth.UPLOAD_GO_KEY); a
-                # refusal ends the call instead (its initial metadata then has no go), and
-                # awaiting the call raises the refusal.
-                went = auth.upload_go(await call.initial_metadata())
-                if went:
-                    async for part in chunks if chunks is not None else parts():
-                        await call.write(serde.update_data_to_proto(part))
-                await call.done_writing()
-            except asyncio.InvalidStateError:
-                pass  # the call ended while writing: its status says why
-            try:
+                try:
+                    await call.write(
+                        serde.update_header_to_proto(UpdateHeader(receipt=signed, size=len(update)))
+                    )
+                    # The data only once the server has taken the upload (UPLOAD_GO_KEY); a
+                    # refusal ends the call instead (its initial metadata then has no go),
+                    # and awaiting the call raises the refusal.
+                    went = auth.upload_go(await call.initial_metadata())
+                    if went:
+                        async for part in chunks if chunks is not None else parts():
+                            await call.write(serde.update_data_to_proto(part))
+                    await call.done_writing()
+                except asyncio.InvalidStateError:
+                    pass  # the call ended while writing: its status says why
                 return await call
             except grpc.aio.AioRpcError as exc:
+                # From a write, the wait for the go, or the call's end alike.
                 if exc.code() is grpc.StatusCode.INTERNAL:
                     raise EndedMidUpload(exc, before_go=not went) from exc
                 raise

@@ -87,11 +87,23 @@ class _Call:
 
     def __init__(self, *, go: bool, fails: grpc.StatusCode | None = None) -> None:
         self.go, self.fails = go, fails
+        self.fails_writing = False
         self.data_written = 0
+
+    @staticmethod
+    def _error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(
+            code,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(("fedtee-reason", "update_malformed")),
+            "Internal error from Core" if code is grpc.StatusCode.INTERNAL else "no",
+        )
 
     async def write(self, message: object) -> None:
         if self.go and message.WhichOneof("part") == "data":  # type: ignore[attr-defined]
             self.data_written += 1
+            if self.fails_writing:  # the write itself raises, as grpc.aio may
+                raise self._error(grpc.StatusCode.INTERNAL)
 
     async def initial_metadata(self) -> tuple[tuple[str, str], ...]:
         return ((auth.UPLOAD_GO_KEY, auth.UPLOAD_GO),) if self.go else ()
@@ -102,12 +114,7 @@ class _Call:
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self.fails is not None:
-            raise grpc.aio.AioRpcError(
-                self.fails,
-                grpc.aio.Metadata(),
-                grpc.aio.Metadata(("fedtee-reason", "update_malformed")),
-                "Internal error from Core" if self.fails is grpc.StatusCode.INTERNAL else "no",
-            )
+            raise self._error(self.fails)
         return pb.SubmitResult(accepted=True)
         yield  # pragma: no cover - makes this a generator
 
@@ -161,3 +168,12 @@ def test_a_refusal_with_its_status_after_the_go_is_not_asked_again(target: LoadT
     with pytest.raises(FedteeError):
         _submit(target, stub)
     assert len(stub.made) == 1
+
+
+def test_an_internal_error_a_data_write_raises_is_asked_again(target: LoadTarget) -> None:
+    failing = _Call(go=True)
+    failing.fails_writing = True
+    stub = _Stub([failing, _Call(go=True)])
+    client, outcome = _submit(target, stub)
+    assert getattr(outcome, "accepted", None) is True
+    assert client.result.retry_kinds == {"SubmitUpdate INTERNAL after the go": 1}
