@@ -6,6 +6,7 @@ that opened within the submit that closed the previous one was not opened by a t
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -70,3 +71,32 @@ def test_a_model_the_close_wrote_is_loaded_unhashed_and_the_initial_model_hashed
     assert loads[0] == (first.global_model_digest, True)  # the initial model: re-hashed
     assert (first.output_model_digest, False) in loads  # round 1's output: hashed as written
     assert (first.output_model_digest, True) not in loads
+
+
+def test_a_failure_to_open_after_the_close_leaves_the_update_accepted_and_the_tick_opens(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedtee.server.rounds import RoundManager
+
+    real = RoundManager._maybe_open
+    calls: list[str] = []
+
+    def flaky(self: RoundManager, *, now_ms: int) -> None:
+        # The call from within the close (a submit's thread, not the round driver's).
+        from_close = threading.current_thread().name.startswith("fedtee-rpc")
+        calls.append("close" if from_close else "tick")
+        if from_close and calls.count("close") == 1:
+            raise RuntimeError("the store is away for a moment")
+        real(self, now_ms=now_ms)
+
+    monkeypatch.setattr(RoundManager, "_maybe_open", flaky)
+    server = harness.start(rounds=2, clients_per_round=2, min_clients=2)
+    assert server.rounds is not None
+    a, b = harness.peer("a"), harness.peer("b")
+    assert a.enroll().accepted and b.enroll().accepted
+    assert a.train().accepted
+    assert b.train().accepted  # closed round 1; opening round 2 then failed
+    assert "close" in calls
+    _wait_open(harness, 2)  # the round driver's tick opened it
+    assert a.train().accepted and b.train().accepted
+    assert a.wait_task(TaskKind.FINISHED).kind is TaskKind.FINISHED

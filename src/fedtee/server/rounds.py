@@ -324,7 +324,6 @@ class RoundManager:
         self._waiting_since_ms: int | None = None
         self._next_round = 1
         self._next_model: bytes | None = None
-        self._written_model: bytes | None = None  # the model the last close wrote
         self._finished = False
         self._retry_close = False
         # A close that failed (e.g. a stored update no longer matches its digest) is retried
@@ -445,7 +444,8 @@ class RoundManager:
         # has just aggregated and written, hashing it as it went, is not hashed again; one
         # from an earlier process, or the initial model, is. Every download hashes the file
         # it serves in any case (ArtifactStore.iter_chunks).
-        fresh, self._written_model = self._written_model == digest, None
+        written = self._logged_aggregation  # set only by this process's own closes
+        fresh = written is not None and written[1] == digest
         arrays = self._artifacts.map_arrays(digest, verify=not fresh)
         self._global = arrays
         self._spec = ModelSpec.of(arrays)
@@ -779,14 +779,14 @@ class RoundManager:
 
     def _open_next(self) -> None:
         """Open the next round right after a close, not on the driver's next tick (caller
-        holds the lock). A failure here is the tick's to retry: the close it follows has
-        succeeded, and the update that settled it stays accepted."""
+        holds the lock). A failure here is the tick's to retry, as a failed tick is: the
+        close it follows has succeeded, and the update that settled it stays accepted."""
         if self._finished or self._open is not None:
             return
         try:
             self._maybe_open(now_ms=_ms(self._clock()))
-        except FedteeError as exc:
-            log.warning("opening the next round failed (%s); the round driver retries", exc)
+        except Exception:  # the submit that closed the round must not fail for it
+            log.exception("opening the next round failed; the round driver retries")
 
     def _reject(
         self,
@@ -910,7 +910,6 @@ class RoundManager:
             else:
                 self._ledger_round(rnd.number)  # every input's receipt precedes the aggregation
                 output = self._aggregate(updates)
-                self._written_model = output  # hashed as it was written: load it unverified
                 self._ledger.aggregation(
                     round=rnd.number,
                     inputs=[u.receipt_hash for u in updates],
