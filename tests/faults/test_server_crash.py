@@ -8,6 +8,8 @@ after a round's ledger aggregation, before the store marks the round completed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fedtee.errors import FedteeError, Reason
@@ -84,6 +86,7 @@ def test_kill_between_store_commit_and_ledger_append(
     federation.start()
     # Recovery on startup: the ledger catches up with the store before anything else.
     assert [r["client_id"] for r in federation.ledger_entries("receipt")] == ["a"]
+    _patient(a)
     again = clients.run(a.submit(signed, update))
     assert again.accepted and "counted once" in again.message
     assert _train(clients, b)[2] and _train(clients, c)[2]
@@ -93,6 +96,13 @@ def test_kill_between_store_commit_and_ledger_append(
     assert sorted(r["client_id"] for r in federation.ledger_entries("receipt")) == ["a", "b", "c"]
     done = federation.ledger_cli()
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _patient(client: VirtualClient) -> None:
+    """After the crash, let a one-attempt client ask again: the server answers a resent
+    receipt from its header alone, and grpc.aio can then end the upload as INTERNAL in place
+    of that answer (fedtee.eval.loadgen.EndedMidUpload), which a second attempt gets."""
+    client._options = dataclasses.replace(client._options, max_attempts=30)
 
 
 @pytest.mark.slow
@@ -117,6 +127,7 @@ def test_kill_between_aggregation_log_and_round_completion(
     federation.start()
     # Round 1 is finished from the ledger's aggregation, not aggregated a second time.
     assert federation.rounds()[0].status is RoundStatus.COMPLETED
+    _patient(b)
     late = clients.run(b.submit(signed, update))  # b resends: its round has closed
     assert not late.accepted and late.reason == Reason.RECEIPT_REPLAYED.value
     for v in (a, b):  # b is not quarantined for resending its own receipt
