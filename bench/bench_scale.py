@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import _common as common
 from bench_load import rows_table, run_one
@@ -35,6 +36,15 @@ def retry_after(clients: int) -> float:
     """The server's retry_after_s cap for N clients: waiting clients together make about
     POLLS_PER_S GetTask calls a second (never under the default 0.5 s)."""
     return max(0.5, round(clients / POLLS_PER_S, 1))
+
+
+def retry_kinds(rows: list[dict[str, Any]]) -> str:
+    """The retries of each run by call and kind, below the table (the load generator counts
+    them in ``retry_kinds``)."""
+    lines = [
+        f"- {row['clients']} clients: {row['retry_kinds']}" for row in rows if row["retry_kinds"]
+    ]
+    return "\n\nRetries by call and kind:\n\n" + "\n".join(lines) if lines else ""
 
 
 def main() -> int:
@@ -69,7 +79,7 @@ def main() -> int:
             )
         rows.append(row)
         print(f"{n} clients: {row}", flush=True)
-    text = rows_table(rows)
+    text = rows_table(rows) + retry_kinds(rows)
     print(text)
     if args.json:
         common.write_json(args.json, "scale", rows, quick=args.quick, machine=info)
@@ -93,7 +103,7 @@ def main() -> int:
             "- *retries*: calls the server shed (past its 4,096 calls in flight gRPC answers "
             "`RESOURCE_EXHAUSTED`; or a call outlived its 120 s deadline; or grpc.aio ended "
             "an upload as INTERNAL, `fedtee.eval.loadgen.EndedMidUpload`) and the client asked "
-            "again after a jittered backoff (up to 5 s, for about 10 minutes). A round needs "
+            "again after a jittered backoff (up to 2 s, at most 30 attempts a call). A round needs "
             "every client, so the run stops at the first client that gives up and reports it "
             "as an error.\n\n" + text
         )
