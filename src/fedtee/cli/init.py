@@ -194,6 +194,7 @@ state_dir = "state"             # state.db, artifacts/, ledger.jsonl, the server
 # max_transfers = 8             # model transfers at once (0: no limit); past it: wait
 # transfer_wait_s = 60.0        # how long a transfer waits on the server for a slot
 # transfer_idle_s = 120.0       # a transfer moving no chunk this long loses its slot
+# fold_threads = 0              # threads folding a large tensor (0: one a core, up to 8)
 
 [rounds]
 rounds = {opts.rounds}                      # rounds to run, then FINISHED

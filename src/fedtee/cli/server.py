@@ -8,7 +8,7 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
     [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional),
                      http2_bdp_probe, max_transfers, transfer_wait_s,
-                     transfer_idle_s (optional)
+                     transfer_idle_s, fold_threads (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -54,6 +54,7 @@ from fedtee.server.slots import (
     MAX_TRANSFER_WAIT_S,
     MAX_TRANSFERS,
 )
+from fedtee.server.strategy import MAX_FOLD_THREADS
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODEL_FILE_BYTES = 1 << 32
@@ -67,6 +68,7 @@ _SCHEMA: dict[str, set[str]] = {
         "state_dir",
         "malloc_arenas",
         "http2_bdp_probe",
+        "fold_threads",
         "max_transfers",
         "transfer_wait_s",
         "transfer_idle_s",
@@ -157,6 +159,7 @@ class ServerFileConfig:
     max_transfers: int = DEFAULT_MAX_TRANSFERS  # model transfers at once (0: unlimited)
     transfer_wait_s: float = DEFAULT_TRANSFER_WAIT_S  # a transfer's wait for a slot
     transfer_idle_s: float = DEFAULT_TRANSFER_IDLE_S  # a slot holder moving no chunk: cut
+    fold_threads: int = 0  # threads FedAvg folds a large tensor on (0: one a core, up to 8)
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -240,6 +243,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         max_transfers=_typed("server", srv, "max_transfers", int, DEFAULT_MAX_TRANSFERS),
         transfer_wait_s=_typed("server", srv, "transfer_wait_s", float, DEFAULT_TRANSFER_WAIT_S),
         transfer_idle_s=_typed("server", srv, "transfer_idle_s", float, DEFAULT_TRANSFER_IDLE_S),
+        fold_threads=_typed("server", srv, "fold_threads", int, 0),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -280,6 +284,11 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError(
             f"[server] transfer_idle_s must be within 1..{MAX_TRANSFER_IDLE_S:g} seconds, "
             f"got {cfg.transfer_idle_s}"
+        )
+    if not 0 <= cfg.fold_threads <= MAX_FOLD_THREADS:
+        raise ConfigError(
+            f"[server] fold_threads must be within 0..{MAX_FOLD_THREADS} (0: one a core, up to "
+            f"{MAX_FOLD_THREADS}), got {cfg.fold_threads}"
         )
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
@@ -503,6 +512,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         max_transfers=cfg.max_transfers,
         transfer_wait_s=cfg.transfer_wait_s,
         transfer_idle_s=cfg.transfer_idle_s,
+        fold_threads=cfg.fold_threads or None,
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(

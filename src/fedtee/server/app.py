@@ -122,6 +122,9 @@ class ServerConfig:
     # 454 -> 313 MiB for 100 clients at a 3.8 MiB model with probing off; round times at
     # P = 10,000,000 with 2 and 10 clients unchanged within noise). Off: 64 KiB windows.
     http2_bdp_probe: bool = False
+    # Threads the default FedAvg folds a large tensor on (None: one a core, up to 8); see
+    # fedtee.server.strategy.default_fold_threads. Ignored when a strategy is passed in.
+    fold_threads: int | None = None
     # Model transfers (downloads and uploads) in flight at once; past it a transfer waits on
     # the server, first come first served, up to transfer_wait_s (in a queue that leaves
     # RESERVED_WORKERS workers for everything else), then is refused with server_busy and a
@@ -178,7 +181,9 @@ class FederationServer:
         self.config = config
         self._fault_hook = fault_hook  # tests only: see fedtee.server.rounds.FAULT_*
         self._clock = clock
-        self._strategy = strategy or FedAvg(clients_per_round=config.rounds.clients_per_round)
+        self._strategy = strategy or FedAvg(
+            clients_per_round=config.rounds.clients_per_round, fold_threads=config.fold_threads
+        )
         self._evaluate = evaluate
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
@@ -339,6 +344,11 @@ class FederationServer:
                     next_purge = now_ms + NONCE_PURGE_INTERVAL_MS
             except Exception:  # keep driving: a failed tick is retried on the next one
                 log.exception("round driver tick failed")
+
+    @property
+    def strategy(self) -> Strategy:
+        """The aggregation strategy rounds close with (FedAvg unless one was passed in)."""
+        return self._strategy
 
     @property
     def finished(self) -> bool:

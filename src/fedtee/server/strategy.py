@@ -218,6 +218,11 @@ class FedAvg:
         self._blank = False
 
     @property
+    def fold_threads(self) -> int:
+        """Threads a large tensor is folded on (see :data:`MAX_FOLD_THREADS`)."""
+        return self._fold_threads
+
+    @property
     def num_updates(self) -> int:
         return self._count
 

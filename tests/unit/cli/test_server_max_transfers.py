@@ -1,5 +1,6 @@
 """[server] max_transfers, transfer_wait_s and transfer_idle_s: parsed, 8 slots, a 60 s wait
-and a 120 s idle cut by default, bounded, and handed to the server's slots and service."""
+and a 120 s idle cut by default, bounded, and handed to the server's slots and service; and
+[server] fold_threads, handed to the server's FedAvg."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fedtee.server.slots import (
     DEFAULT_TRANSFER_WAIT_S,
     RESERVED_WORKERS,
 )
+from fedtee.server.strategy import MAX_FOLD_THREADS, FedAvg, default_fold_threads
 
 
 def _text(fed: Path, extra: str) -> str:
@@ -60,3 +62,23 @@ def test_a_bad_transfer_wait_is_a_config_error(fed: Path, value: str) -> None:
 def test_a_bad_max_transfers_is_a_config_error(fed: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="max_transfers"):
         parse_server_config(_text(fed, f"max_transfers = {value}"), base_dir=fed)
+
+
+def test_fold_threads_default_to_one_a_core_and_can_be_set(fed: Path) -> None:
+    default = build_server(parse_server_config(_text(fed, ""), base_dir=fed))
+    assert isinstance(default.strategy, FedAvg)
+    assert default.strategy.fold_threads == default_fold_threads()
+    one = build_server(parse_server_config(_text(fed, "fold_threads = 1"), base_dir=fed))
+    assert isinstance(one.strategy, FedAvg)
+    assert one.strategy.fold_threads == 1
+    most = build_server(
+        parse_server_config(_text(fed, f"fold_threads = {MAX_FOLD_THREADS}"), base_dir=fed)
+    )
+    assert isinstance(most.strategy, FedAvg)
+    assert most.strategy.fold_threads == MAX_FOLD_THREADS
+
+
+@pytest.mark.parametrize("value", ["-1", "9", '"2"', "2.0", "true"])
+def test_a_bad_fold_threads_is_a_config_error(fed: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="fold_threads"):
+        parse_server_config(_text(fed, f"fold_threads = {value}"), base_dir=fed)
