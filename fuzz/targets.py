@@ -184,8 +184,8 @@ def _signed_receipt(msg: pb.SignedReceipt) -> None:
     Receipt.decode(serde.signed_receipt_from_proto(msg).receipt)
 
 
-def _update_chunk(msg: pb.UpdateChunk) -> None:
-    if msg.WhichOneof("part") == "header":
+def _update_chunk(msg: pb.UpdateChunk | serde.UpdateDataView) -> None:
+    if not isinstance(msg, serde.UpdateDataView) and msg.WhichOneof("part") == "header":
         header = serde.update_header_from_proto(msg)
         Receipt.decode(header.receipt.receipt)
     else:
@@ -207,12 +207,20 @@ PROTO_MESSAGES: tuple[tuple[type[Message], Callable[[Any], object]], ...] = (
 )
 
 
+# The messages that carry model bytes are read from the wire format by serde itself (as the
+# server's and the clients' gRPC deserializers do), protobuf only for other shapes.
+WIRE_PARSERS: dict[type[Message], Callable[[bytes], object]] = {
+    pb.ModelChunk: serde.model_chunk_from_wire,
+    pb.UpdateChunk: serde.update_chunk_from_wire,
+}
+
+
 def protobuf_message(data: bytes) -> None:
     """First byte picks the message type; the rest is its serialized form."""
     selector, body = _selected(data)
     kind, convert = PROTO_MESSAGES[selector % len(PROTO_MESSAGES)]
     try:
-        msg = kind.FromString(body)
+        msg = WIRE_PARSERS.get(kind, kind.FromString)(body)
     except DecodeError:
         return  # protobuf runtime's own rejection, raised inside grpc before fedtee code runs
     convert(msg)

@@ -31,7 +31,6 @@ from fedtee.client.transport import (
 from fedtee.errors import CredentialError, ProtocolError, Reason, UpdateRejected
 from fedtee.ledger.receipts import SignedReceipt
 from fedtee.wire import auth, serde
-from fedtee.wire._gen.fedtee.v1 import federation_pb2_grpc as pb_grpc
 from fedtee.wire.limits import DEFAULT_LIMITS, WireLimits
 from fedtee.wire.messages import (
     ChallengeRequest,
@@ -42,6 +41,7 @@ from fedtee.wire.messages import (
     UpdateHeader,
     UploadStatus,
 )
+from fedtee.wire.stubs import federation_stub
 
 _RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -129,8 +129,7 @@ class GrpcTransport:
 
     @staticmethod
     def _stub_of(channel: grpc.Channel) -> Any:
-        stub: Any = pb_grpc.FederationStub
-        return stub(channel)
+        return federation_stub(channel)
 
     def _fresh_connection(self) -> None:
         if self._reconnect is None:
@@ -248,7 +247,7 @@ class GrpcTransport:
             answered.wait(STREAM_TIMEOUT_S)
             if taken:
                 for chunk in chunks:
-                    yield serde.update_data_to_proto(chunk)
+                    yield serde.update_data_to_wire(chunk)
 
         try:
             call = self._stub.SubmitUpdate.future(

@@ -407,7 +407,7 @@ class VirtualClient:
                     went = auth.upload_go(await call.initial_metadata())
                     if went:
                         async for part in chunks if chunks is not None else parts():
-                            await call.write(serde.update_data_to_proto(part))
+                            await call.write(serde.update_data_to_wire(part))
                     await call.done_writing()
                 except asyncio.InvalidStateError:
                     pass  # the call ended while writing: its status says why

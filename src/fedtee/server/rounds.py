@@ -526,7 +526,7 @@ class RoundManager:
         *,
         signed: SignedReceipt,
         size: int,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         encoding: Encoding = Encoding.SAFETENSORS,
         offset: int = 0,
     ) -> SubmitResult:
@@ -646,7 +646,7 @@ class RoundManager:
         *,
         size: int,
         offset: int,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
     ) -> Artifact:
         writer = self._uploads.open(
             client_id=client_id, key=key, size=size, offset=offset, now_ms=_ms(self._clock())

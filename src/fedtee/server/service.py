@@ -272,7 +272,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     def DownloadModel(
         self, request: pb.ModelRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ModelChunk]:
+    ) -> Iterator[bytes]:
         if isinstance(request, _Malformed):
             self.refuse_malformed(context, "DownloadModel", request)
         try:
@@ -294,8 +294,8 @@ class FederationService(pb_grpc.FederationServicer):
         try:
             offset = req.offset
             for data in chunks:
-                yield serde.model_chunk_to_proto(
-                    ModelChunk(data=bytes(data), offset=offset, total_size=total)
+                yield serde.model_chunk_to_wire(
+                    ModelChunk(data=data, offset=offset, total_size=total)
                 )
                 lease.touch()  # resumed: gRPC took the chunk before
                 offset += len(data)
@@ -399,7 +399,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     def _data(
         self, request_iterator: Iterator[pb.UpdateChunk], *, touch: Callable[[], None]
-    ) -> Iterator[bytes]:
+    ) -> Iterator[bytes | memoryview]:
         while True:
             try:
                 msg = next(request_iterator)
@@ -454,10 +454,15 @@ def add_to_server(service: FederationService, server: grpc.Server) -> None:
         request = getattr(pb, method.input_type.name)
         response = getattr(pb, method.output_type.name)
         make = kinds[(method.client_streaming, method.server_streaming)]
+        # The messages that carry model bytes are read and written in wire format (an
+        # upload's data as a view of the received message; a download's chunk joined once).
+        parse = serde.update_chunk_from_wire if request is pb.UpdateChunk else request.FromString
         handlers[method.name] = make(
             getattr(service, method.name),
-            request_deserializer=_tolerant(request.FromString),
-            response_serializer=response.SerializeToString,
+            request_deserializer=_tolerant(parse),
+            response_serializer=serde.to_wire
+            if response is pb.ModelChunk
+            else response.SerializeToString,
         )
     generic = grpc.method_handlers_generic_handler("fedtee.v1.Federation", handlers)
     server.add_generic_rpc_handlers((generic,))

@@ -76,7 +76,7 @@ class ModelRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelChunk:
-    data: bytes
+    data: bytes | memoryview  # a view of the received message (fedtee.wire.serde)
     offset: int
     total_size: int
 

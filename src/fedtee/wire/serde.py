@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from fedtee.attest.model import Evidence, TeeType
 from fedtee.codec import parse_encoding
@@ -227,12 +228,116 @@ def model_request_from_proto(msg: pb.ModelRequest) -> ModelRequest:
     return ModelRequest(round=msg.round, digest=bytes(msg.digest), offset=msg.offset)
 
 
+# --- the messages that carry model bytes -----------------------------------------------------
+#
+# Every byte of a model crosses the wire in a ModelChunk (downloads) or in an UpdateChunk's
+# data (uploads). protobuf's Python runtime (upb) copies a bytes field when it builds a
+# message, again when it serialises it, when it parses one and on every access of the field.
+# These two messages are therefore written and read here from the protobuf wire format
+# itself: a tag byte (field number << 3 | wire type), base-128 varints for integers and
+# lengths, fields in field-number order and default values left out, as protobuf writes
+# them (``model_chunk_to_wire`` is byte-identical to ``SerializeToString``). Writing joins a
+# field's tag and length to its data (one copy); reading hands out the data as a memoryview
+# of the received message (none). A message in any other shape (fields reordered or
+# repeated, unknown fields, an UpdateChunk's header) is parsed by protobuf, so what a peer
+# sends means exactly what protobuf would make of it.
+
+_MODEL_DATA, _MODEL_OFFSET, _MODEL_TOTAL = 0x0A, 0x10, 0x18  # ModelChunk fields 1, 2, 3
+_UPDATE_DATA = 0x12  # UpdateChunk field 2 (data), length-delimited
+_MAX_VARINT_BYTES = 10
+
+
+class ModelChunkView:
+    """A ModelChunk read without copying its data (:func:`model_chunk_from_wire`)."""
+
+    __slots__ = ("data", "offset", "total_size")
+
+    def __init__(self, data: memoryview, offset: int, total_size: int) -> None:
+        self.data = data
+        self.offset = offset
+        self.total_size = total_size
+
+
+class UpdateDataView:
+    """An UpdateChunk that carries only data, read without copying it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(raw: bytes, pos: int) -> tuple[int, int] | None:
+    """(value, next position), or None for a varint protobuf should judge (unterminated,
+    over 10 bytes, or past 64 bits)."""
+    value = shift = 0
+    for i in range(pos, min(len(raw), pos + _MAX_VARINT_BYTES)):
+        byte = raw[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value, i + 1) if value < 1 << 64 else None
+        shift += 7
+    return None
+
+
+def to_wire(msg: Any) -> bytes:
+    """A gRPC serializer: bytes already in wire format as they are, a message serialised."""
+    if isinstance(msg, bytes):
+        return msg
+    out: bytes = msg.SerializeToString()
+    return out
+
+
+def model_chunk_to_wire(chunk: ModelChunk) -> bytes:
+    """``model_chunk_to_proto(chunk).SerializeToString()``, with one copy of the data."""
+    parts: list[bytes | memoryview] = []
+    if len(chunk.data):
+        parts += (bytes((_MODEL_DATA,)) + _varint(len(chunk.data)), chunk.data)
+    if chunk.offset:
+        parts.append(bytes((_MODEL_OFFSET,)) + _varint(chunk.offset))
+    if chunk.total_size:
+        parts.append(bytes((_MODEL_TOTAL,)) + _varint(chunk.total_size))
+    return b"".join(parts)
+
+
+def model_chunk_from_wire(raw: bytes) -> pb.ModelChunk | ModelChunkView:
+    """A gRPC deserializer: the ModelChunk in ``raw`` (protobuf's DecodeError if it is none),
+    its data a view of ``raw`` when the message has the shape protobuf writes."""
+    view = memoryview(raw)
+    pos, data, numbers = 0, view[:0], [0, 0]
+    if pos < len(raw) and raw[pos] == _MODEL_DATA:
+        length = _read_varint(raw, pos + 1)
+        if length is None or length[1] + length[0] > len(raw):
+            return pb.ModelChunk.FromString(raw)
+        data, pos = view[length[1] : length[1] + length[0]], length[1] + length[0]
+    for k, tag in enumerate((_MODEL_OFFSET, _MODEL_TOTAL)):
+        if pos < len(raw) and raw[pos] == tag:
+            number = _read_varint(raw, pos + 1)
+            if number is None:
+                return pb.ModelChunk.FromString(raw)
+            numbers[k], pos = number
+    if pos != len(raw):
+        return pb.ModelChunk.FromString(raw)
+    return ModelChunkView(data, numbers[0], numbers[1])
+
+
 def model_chunk_to_proto(chunk: ModelChunk) -> pb.ModelChunk:
-    return pb.ModelChunk(data=chunk.data, offset=chunk.offset, total_size=chunk.total_size)
+    return pb.ModelChunk(
+        data=bytes(chunk.data), offset=chunk.offset, total_size=chunk.total_size
+    )
 
 
 def model_chunk_from_proto(
-    msg: pb.ModelChunk, *, limits: WireLimits = DEFAULT_LIMITS
+    msg: pb.ModelChunk | ModelChunkView, *, limits: WireLimits = DEFAULT_LIMITS
 ) -> ModelChunk:
     data = msg.data  # upb copies a bytes field on every access: read it once
     check_size("model chunk", len(data), limits.chunk_bytes)
@@ -267,9 +372,9 @@ def update_header_to_proto(header: UpdateHeader) -> pb.UpdateChunk:
 
 
 def update_header_from_proto(
-    msg: pb.UpdateChunk, *, limits: WireLimits = DEFAULT_LIMITS
+    msg: pb.UpdateChunk | UpdateDataView, *, limits: WireLimits = DEFAULT_LIMITS
 ) -> UpdateHeader:
-    if msg.WhichOneof("part") != "header":
+    if isinstance(msg, UpdateDataView) or msg.WhichOneof("part") != "header":
         raise _malformed("an update stream must start with its header")
     header = msg.header
     if not header.HasField("receipt"):
@@ -289,7 +394,27 @@ def update_data_to_proto(data: bytes) -> pb.UpdateChunk:
     return pb.UpdateChunk(data=data)
 
 
-def update_data_from_proto(msg: pb.UpdateChunk, *, limits: WireLimits = DEFAULT_LIMITS) -> bytes:
+def update_data_to_wire(data: bytes | memoryview) -> bytes:
+    """``update_data_to_proto(data).SerializeToString()``, with one copy of ``data``."""
+    return b"".join((bytes((_UPDATE_DATA,)) + _varint(len(data)), data))
+
+
+def update_chunk_from_wire(raw: bytes) -> pb.UpdateChunk | UpdateDataView:
+    """A gRPC deserializer: the UpdateChunk in ``raw`` (protobuf's DecodeError if it is
+    none); one that is all data (the field, once) as a view of ``raw``."""
+    if raw[:1] == bytes((_UPDATE_DATA,)):
+        length = _read_varint(raw, 1)
+        if length is not None and length[1] + length[0] == len(raw):
+            return UpdateDataView(memoryview(raw)[length[1] :])
+    return pb.UpdateChunk.FromString(raw)
+
+
+def update_data_from_proto(
+    msg: pb.UpdateChunk | UpdateDataView, *, limits: WireLimits = DEFAULT_LIMITS
+) -> bytes | memoryview:
+    if isinstance(msg, UpdateDataView):
+        check_size("update chunk", len(msg.data), limits.chunk_bytes)
+        return msg.data
     if msg.WhichOneof("part") != "data":
         raise _malformed("only data may follow the update header")
     data = msg.data  # upb copies a bytes field on every access: read it once
@@ -396,8 +521,12 @@ __all__ = [
     "enrolment_to_proto",
     "evidence_from_proto",
     "evidence_to_proto",
+    "ModelChunkView",
+    "UpdateDataView",
     "model_chunk_from_proto",
+    "model_chunk_from_wire",
     "model_chunk_to_proto",
+    "model_chunk_to_wire",
     "model_request_from_proto",
     "model_request_to_proto",
     "server_evidence_from_proto",
@@ -411,8 +540,11 @@ __all__ = [
     "task_from_proto",
     "task_request_to_proto",
     "task_to_proto",
+    "to_wire",
+    "update_chunk_from_wire",
     "update_data_from_proto",
     "update_data_to_proto",
+    "update_data_to_wire",
     "update_header_from_proto",
     "update_header_to_proto",
     "upload_status_from_proto",

@@ -18,7 +18,7 @@ from fedtee.errors import FedteeError, Reason
 from fedtee.eval import loadgen
 from fedtee.eval.loadgen import LoadOptions, LoadTarget, run_load
 from fedtee.ledger.receipts import Receipt, sign_receipt
-from fedtee.wire import auth
+from fedtee.wire import auth, serde
 from fedtee.wire._gen.fedtee.v1 import federation_pb2 as pb
 
 
@@ -100,7 +100,9 @@ class _Call:
         )
 
     async def write(self, message: object) -> None:
-        if self.go and message.WhichOneof("part") == "data":  # type: ignore[attr-defined]
+        # Data goes out in wire format (serde.update_data_to_wire), the header as a message.
+        parsed = serde.update_chunk_from_wire(serde.to_wire(message))
+        if self.go and isinstance(parsed, serde.UpdateDataView):
             self.data_written += 1
             if self.fails_writing:  # the write itself raises, as grpc.aio may
                 raise self._error(grpc.StatusCode.INTERNAL)
