@@ -281,15 +281,32 @@ class ArtifactStore:
         finally:
             mapped.close()
 
-    def iter_chunks(self, digest_: bytes, *, chunk_size: int, offset: int = 0) -> Iterable[bytes]:
+    def identity(self, digest_: bytes) -> tuple[int, ...]:
+        """What changes when the artifact's file is written, replaced or truncated: device,
+        inode, size, and modification and change times (ns). Equal identities mean no write
+        through the file system in between (silent corruption on the medium excepted)."""
+        try:
+            st = os.stat(self.path_for(digest_))
+        except FileNotFoundError as exc:
+            raise StorageError(
+                f"artifact {digest_.hex()} is missing", reason=Reason.STORAGE_CORRUPT
+            ) from exc
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def iter_chunks(
+        self, digest_: bytes, *, chunk_size: int, offset: int = 0, verify: bool = True
+    ) -> Iterable[bytes]:
         """Chunks of the artifact from ``offset`` (for resumable downloads), read with
         ``pread`` rather than a memory map: a map's pages would count in the server's
         resident set once per concurrent download, so N clients downloading a model at once
         would show as N models of memory.
 
-        The file is hashed as it is sent (the bytes before ``offset`` too, unsent) in one
-        pass, and the last chunk is held back until the whole file has matched its digest:
-        a corrupted file is never served in full (StorageError instead of the last chunk).
+        With ``verify`` the file is hashed as it is sent (the bytes before ``offset`` too,
+        unsent) in one pass, and the last chunk is held back until the whole file has
+        matched its digest: a corrupted file is never served in full (StorageError instead
+        of the last chunk). Without it the bytes are served as they are (a file that shrinks
+        while it is read still raises); the caller knows the file matched before and has
+        not changed since (:meth:`identity`).
         """
         size = self.get(digest_).size
         if size == 0:
@@ -306,6 +323,10 @@ class ArtifactStore:
                     )
                 return data
 
+            if not verify:
+                for start in range(offset, size, chunk_size):
+                    yield read(start, min(chunk_size, size - start))
+                return
             hashed = StreamingDigest()
             for start in range(0, min(offset, size), chunk_size):
                 hashed.update(read(start, min(chunk_size, offset - start)))

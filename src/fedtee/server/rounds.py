@@ -320,6 +320,10 @@ class RoundManager:
         self._deadline_ms = 0
         self._spec: ModelSpec | None = None
         self._global: Mapping[str, NDArray[Any]] | None = None
+        # The open round's global model as this process hashed it when it loaded it (or
+        # wrote it): (digest, its file's ArtifactStore.identity then). Downloads of it are not
+        # hashed again while its file's identity is unchanged (see model_chunks).
+        self._global_checked: tuple[bytes, tuple[int, ...]] | None = None
         self._seen_receipts: set[bytes] = set()
         self._waiting_since_ms: int | None = None
         self._next_round = 1
@@ -442,11 +446,13 @@ class RoundManager:
         # Views of a memory map, read tensor by tensor: holding the round's global model
         # costs no model-sized buffer (see ArtifactStore.map_arrays). A model this process
         # has just aggregated and written, hashing it as it went, is not hashed again; one
-        # from an earlier process, or the initial model, is. Every download hashes the file
-        # it serves in any case (ArtifactStore.iter_chunks).
+        # from an earlier process, or the initial model, is. Either way this process has
+        # hashed it once for this round, which model_chunks relies on.
         written = self._logged_aggregation  # set only by this process's own closes
         fresh = written is not None and written[1] == digest
+        self._global_checked = None
         arrays = self._artifacts.map_arrays(digest, verify=not fresh)
+        self._global_checked = (digest, self._artifacts.identity(digest))
         self._global = arrays
         self._spec = ModelSpec.of(arrays)
 
@@ -509,10 +515,20 @@ class RoundManager:
                     reason=Reason.MODEL_DIGEST_MISMATCH,
                 )
             size = self._artifacts.get(digest).size
+            checked = self._global_checked
         if offset > size:
             raise UpdateRejected(f"offset {offset} is past the model's {size} bytes")
+        # The open round's model was hashed when the round opened; its downloads are not
+        # hashed again while its file is unchanged (same identity: no write through the
+        # file system since). Any other model, or a changed file, is hashed as it is served,
+        # and a mismatch withholds the last chunk. Every client checks the digest of what it
+        # received in any case, so a model corrupted on the medium without a write is
+        # refused by the clients (model_digest_mismatch) rather than by the server.
+        verify = checked is None or checked != (digest, self._artifacts.identity(digest))
         return iter(
-            self._artifacts.iter_chunks(digest, chunk_size=self._chunk_bytes, offset=offset)
+            self._artifacts.iter_chunks(
+                digest, chunk_size=self._chunk_bytes, offset=offset, verify=verify
+            )
         )
 
     def model_size(self, digest: bytes) -> int:

@@ -299,6 +299,8 @@ class FederationService(pb_grpc.FederationServicer):
                 )
                 lease.touch()  # resumed: gRPC took the chunk before
                 offset += len(data)
+        except FedteeError as exc:  # e.g. STORAGE_CORRUPT: the file failed its digest
+            _abort(context, exc)
         finally:
             lease.release()
 

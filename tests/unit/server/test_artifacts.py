@@ -135,8 +135,9 @@ def test_chunks_are_verified_while_served_and_a_corrupt_file_never_served_whole(
     data = bytes(range(256)) * 40  # 10,240 bytes
     art = store.put(data)
     for offset in (0, 1, 999, len(data) - 1, len(data)):
-        assert b"".join(store.iter_chunks(art.digest, chunk_size=1000, offset=offset)) == (
-            data[offset:]
+        assert (
+            b"".join(store.iter_chunks(art.digest, chunk_size=1000, offset=offset))
+            == (data[offset:])
         )
     raw = bytearray(data)
     raw[5000] ^= 1  # in the middle: chunks before it look fine
@@ -148,3 +149,28 @@ def test_chunks_are_verified_while_served_and_a_corrupt_file_never_served_whole(
                 sent.append(chunk)
         assert err.value.reason is Reason.STORAGE_CORRUPT
         assert len(b"".join(sent)) < len(data) - offset  # the last chunk was held back
+
+
+def test_unverified_chunks_are_the_file_and_its_identity_tells_a_replaced_one(
+    tmp_path: Path,
+) -> None:
+    store = ArtifactStore(tmp_path)
+    data = bytes(range(256)) * 40
+    art = store.put(data)
+    before = store.identity(art.digest)
+    assert b"".join(store.iter_chunks(art.digest, chunk_size=1000, verify=False)) == data
+    assert (
+        b"".join(store.iter_chunks(art.digest, chunk_size=1000, offset=999, verify=False))
+        == (data[999:])
+    )
+    assert store.identity(art.digest) == before  # reading changes nothing
+    spare = art.path.with_name("replacement")
+    spare.write_bytes(data[:-10])  # a shorter file put in its place
+    os.replace(spare, art.path)
+    assert store.identity(art.digest) != before  # so the server hashes it again:
+    with pytest.raises(StorageError) as err:
+        b"".join(store.iter_chunks(art.digest, chunk_size=1000))
+    assert err.value.reason is Reason.STORAGE_CORRUPT
+    art.path.unlink()
+    with pytest.raises(StorageError):
+        store.identity(art.digest)
