@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from fedtee import tensors
 from fedtee.attest.binding import check_report_data
 from fedtee.attest.model import Evidence, TeeType
+from fedtee.client.runtime import ClientEvent, ClientRuntime, RuntimeOptions
 from fedtee.client.transport import (
     Challenge,
     Enrolment,
@@ -163,3 +166,25 @@ class FakeServer:
 
     def close(self) -> None:
         pass
+
+
+def fake_runtime(
+    server: FakeServer,
+    trainer: Any,
+    *,
+    chunk_bytes: int,
+    on_event: Callable[[ClientEvent], None] | None = None,
+) -> ClientRuntime:
+    """A ClientRuntime against ``server`` with a fixed clock, no sleeping and seeded jitter."""
+    return ClientRuntime(
+        client_id="c1",
+        transport=server,
+        attester=FakeAttester(),
+        trainer=trainer,
+        measurement=MEASUREMENT,
+        options=RuntimeOptions(chunk_bytes=chunk_bytes),
+        sleep=lambda _s: None,
+        clock_ms=lambda: 1_000,
+        on_event=on_event,
+        rng=random.Random(0),
+    )

@@ -144,7 +144,7 @@ def test_type_auto_resolves_through_detection_on_a_fake_configfs_tree(
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"[server]\naddress = \"\xff\"\n", "is not UTF-8 text"), (b"#" * 70_000, "is larger than")],
+    [(b'[server]\naddress = "\xff"\n', "is not UTF-8 text"), (b"#" * 70_000, "is larger than")],
 )
 def test_client_config_that_is_not_utf8_or_too_large_is_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str

@@ -4,7 +4,6 @@ keeps last round's bytes."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import numpy as np
@@ -12,10 +11,9 @@ import pytest
 from numpy.typing import NDArray
 
 import fedtee.client.runtime as runtime_module
-from fedtee.client.runtime import ClientRuntime, RuntimeOptions
 from fedtee.client.trainer import EvalResult, FitResult, copy_arrays
 
-from ._fakes import MEASUREMENT, FakeAttester, FakeServer
+from ._fakes import FakeServer, fake_runtime
 
 
 class _InPlace:
@@ -55,17 +53,7 @@ def _run(trainer: _InPlace, rounds: int, monkeypatch: pytest.MonkeyPatch) -> lis
         return empty(shape, dtype=dtype, **kw)
 
     monkeypatch.setattr(runtime_module.np, "empty", counting_empty)
-    runtime = ClientRuntime(
-        client_id="c1",
-        transport=server,
-        attester=FakeAttester(),
-        trainer=trainer,
-        measurement=MEASUREMENT,
-        options=RuntimeOptions(chunk_bytes=256),
-        sleep=lambda _s: None,
-        clock_ms=lambda: 1_000,
-        rng=random.Random(0),
-    )
+    runtime = fake_runtime(server, trainer, chunk_bytes=256)
     assert runtime.run().accepted == rounds
     return allocated
 

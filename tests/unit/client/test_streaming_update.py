@@ -3,7 +3,6 @@ bytes sent, and phase events, against the in-memory fake server."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from fedtee import tensors
 from fedtee.client.runtime import ClientEvent, ClientRuntime, RuntimeOptions
 from fedtee.client.trainer import EvalResult, FitResult
 
-from ._fakes import MEASUREMENT, FakeAttester, FakeServer
+from ._fakes import FakeServer, fake_runtime
 
 
 class Recorder:
@@ -35,19 +34,7 @@ class Recorder:
 
 def _runtime(server: FakeServer, trainer: Recorder) -> tuple[ClientRuntime, list[ClientEvent]]:
     events: list[ClientEvent] = []
-    runtime = ClientRuntime(
-        client_id="c1",
-        transport=server,
-        attester=FakeAttester(),
-        trainer=trainer,
-        measurement=MEASUREMENT,
-        options=RuntimeOptions(chunk_bytes=300),
-        sleep=lambda _s: None,
-        clock_ms=lambda: 1_000,
-        on_event=events.append,
-        rng=random.Random(0),
-    )
-    return runtime, events
+    return fake_runtime(server, trainer, chunk_bytes=300, on_event=events.append), events
 
 
 def test_the_trainer_sees_read_only_views_and_the_upload_is_the_digested_bytes() -> None:
