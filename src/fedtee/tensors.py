@@ -149,7 +149,7 @@ class EncodedArrays:
     """
 
     def __init__(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
-        self._parts = tuple(memoryview(p).cast("B") for p in parts)
+        self._parts = tuple(memoryview(p).cast("B").toreadonly() for p in parts)
         self.size = sum(len(p) for p in self._parts)
 
     @classmethod
@@ -164,8 +164,11 @@ class EncodedArrays:
             hashed.update(part)
         return hashed.digest()
 
-    def chunks(self, chunk_bytes: int, *, offset: int = 0) -> Iterator[bytes]:
-        """The bytes from ``offset`` as chunks of exactly ``chunk_bytes`` (the last shorter)."""
+    def chunks(self, chunk_bytes: int, *, offset: int = 0) -> Iterator[bytes | memoryview]:
+        """The bytes from ``offset`` as chunks of exactly ``chunk_bytes`` (the last shorter).
+
+        A chunk that lies within one part is a read-only view of it (no copy: the sender
+        copies it once into its message); one that spans parts is joined into bytes."""
         if chunk_bytes < 1 or not 0 <= offset <= self.size:
             raise ValueError(f"chunk_bytes {chunk_bytes} / offset {offset} out of range")
         pending = bytearray()
@@ -177,7 +180,7 @@ class EncodedArrays:
             view, skip = part[skip:], 0
             while view:
                 if not pending and len(view) >= chunk_bytes:
-                    yield bytes(view[:chunk_bytes])  # the common case: no staging copy
+                    yield view[:chunk_bytes]  # the common case: a view, not a copy
                     view = view[chunk_bytes:]
                     continue
                 take = chunk_bytes - len(pending)

@@ -48,6 +48,22 @@ def test_parts_share_the_arrays_memory() -> None:
     assert tensors.decode(stream.tobytes())["w"][0] == 1.0
 
 
+def test_chunks_within_a_tensor_are_read_only_views_of_it() -> None:
+    w = np.arange(4096, dtype=np.float32)
+    stream = tensors.encode_stream({"w": w})
+    header = stream.size - w.nbytes
+    chunks = list(stream.chunks(1024, offset=header))
+    assert len(chunks) == 16
+    assert all(isinstance(c, memoryview) and c.readonly for c in chunks)
+    assert np.shares_memory(np.frombuffer(chunks[3], dtype=np.uint8), w)
+    w[256] = -1.0  # chunk 1 starts at element 256: a view sees the change, a copy would not
+    assert np.frombuffer(chunks[1], dtype=np.float32)[0] == -1.0
+    with pytest.raises(TypeError):
+        chunks[0][0] = 1  # the sender cannot write into the trainer's arrays
+    # A chunk across the header and the tensor is joined into bytes.
+    assert isinstance(next(iter(stream.chunks(header + 8))), bytes)
+
+
 def test_bad_arguments_and_wrapped_bytes() -> None:
     stream = tensors.EncodedArrays.of_bytes(b"abcdef")
     assert b"".join(stream.chunks(4, offset=2)) == b"cdef"

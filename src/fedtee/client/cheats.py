@@ -29,16 +29,16 @@ from fedtee.ledger.receipts import SignedReceipt
 CHEATS = ("tamper-update", "modified-code")
 
 
-def flip_last_bit(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def flip_last_bit(chunks: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
     """The same stream with the lowest bit of its final byte flipped (a tensor value, since
     safetensors puts the header first), so the bytes still parse and only the digest differs."""
-    pending: bytes | None = None
+    pending: bytes | memoryview | None = None
     for chunk in chunks:
         if pending is not None:
             yield pending
         pending = chunk
     if pending:
-        yield pending[:-1] + bytes([pending[-1] ^ 1])
+        yield bytes(pending[:-1]) + bytes([pending[-1] ^ 1])
     elif pending is not None:
         yield pending
 
@@ -74,7 +74,7 @@ class TamperingTransport:
         session: Session,
         receipt: SignedReceipt,
         size: int,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         encoding: str = "safetensors",
         offset: int = 0,
     ) -> SubmitOutcome:

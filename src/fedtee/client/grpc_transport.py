@@ -230,7 +230,7 @@ class GrpcTransport:
         session: Session,
         receipt: SignedReceipt,
         size: int,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         encoding: str = "safetensors",
         offset: int = 0,
     ) -> SubmitOutcome:

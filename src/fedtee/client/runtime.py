@@ -426,7 +426,7 @@ class ClientRuntime:
         interrupted = False
         self.bytes_sent = 0
 
-        def chunks(offset: int) -> Iterator[bytes]:
+        def chunks(offset: int) -> Iterator[bytes | memoryview]:
             for chunk in update.chunks(step, offset=offset):
                 self.bytes_sent += len(chunk)
                 yield chunk

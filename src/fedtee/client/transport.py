@@ -85,7 +85,7 @@ class Transport(Protocol):
         session: Session,
         receipt: SignedReceipt,
         size: int,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         encoding: str = "safetensors",
         offset: int = 0,
     ) -> SubmitOutcome:

@@ -284,7 +284,7 @@ class Peer:
         data: bytes,
         *,
         size: int | None = None,
-        chunks: Iterable[bytes] | None = None,
+        chunks: Iterable[bytes | memoryview] | None = None,
         session: Session | None = None,
         encoding: str = "safetensors",
     ) -> SubmitOutcome:

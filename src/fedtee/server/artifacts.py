@@ -220,7 +220,7 @@ class ArtifactStore:
 
     def put_chunks(
         self,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         *,
         expected_digest: bytes | None = None,
         max_bytes: int | None = None,

@@ -267,6 +267,10 @@ def test_flip_last_bit_changes_one_bit_only() -> None:
     assert out[:-1] == b"abcde" and out[-1] == ord("f") ^ 1
     assert list(flip_last_bit([])) == []
     assert np.count_nonzero(np.frombuffer(out, np.uint8) ^ np.frombuffer(b"abcdef", np.uint8)) == 1
+    # The runtime's chunks are read-only views: the flipped copy leaves the model alone.
+    source = bytearray(b"abcdef")
+    views = [memoryview(source)[:3].toreadonly(), memoryview(source)[3:].toreadonly()]
+    assert b"".join(flip_last_bit(views)) == out and source == b"abcdef"
 
 
 def test_expired_credential_on_a_call_leads_to_one_reenrolment() -> None:
