@@ -372,9 +372,10 @@ def doc_section(
         "- fedtee: `fedtee server start` + N `fedtee client start` processes, TLS gRPC, "
         "sim TEE attestation, signed receipts and the ledger on.",
         f"- Workload: {rounds} rounds; each client returns the parameters it received plus "
-        "small deterministic noise, added in place in 64 Ki-element blocks on both sides (to "
-        "the downloaded model's own buffer on fedtee, through its `fit_in_place`; to the "
-        "arrays `to_numpy_ndarrays()` returns on Flower); equal-weight FedAvg. Round time: "
+        "small deterministic noise: a 64 Ki-element pattern per client, drawn once from its "
+        "seed, added in place block after block on both sides (to the downloaded model's own "
+        "buffer on fedtee, through its `fit_in_place`; to the arrays `to_numpy_ndarrays()` "
+        "returns on Flower); equal-weight FedAvg. Round time: "
         "median of rounds "
         "2..R, each measured end to end between two aggregated models. RSS: peak of the "
         "summed VmRSS of a whole process tree, sampled every 0.1 s (server tree; largest "
