@@ -80,8 +80,10 @@ GROUP = 16
 # Decoded (not memory-mapped) tensors held at once by a group, e.g. of compressed updates,
 # which decode into new arrays: a group closes once it holds this many bytes of them.
 GROUP_DECODED_BYTES = 64 << 20
-# Bytes of mapped update pages a group reads between two calls of Releasable.release().
-WINDOW_BYTES = 16 << 20
+# Bytes of mapped update pages a group reads between two calls of Releasable.release(), all
+# fold threads together (each thread's share is WINDOW_BYTES / threads): a fold keeps about
+# this much of the updates resident, whatever N and P.
+WINDOW_BYTES = 8 << 20
 ACCUMULATORS = ("float64", "float32")
 # accumulate_many folds a tensor of at least PARALLEL_BLOCKS blocks on several threads, each
 # over its own contiguous range of whole blocks (at least PARALLEL_BLOCKS // 2 each): numpy
@@ -383,7 +385,7 @@ class FedAvg:
         blocks = -(-acc.size // BLOCK)
         parts = 1 if pool is None else min(self._fold_threads, blocks // (PARALLEL_BLOCKS // 2))
         if parts <= 1:
-            self._fold_range(name, acc, group, w, 0, acc.size, first, releases, 0)
+            self._fold_range(name, acc, group, w, 0, acc.size, first, releases, 0, WINDOW_BYTES)
             return
         assert pool is not None
         per = -(-blocks // parts) * BLOCK
@@ -399,6 +401,7 @@ class FedAvg:
                 first,
                 releases,
                 k,
+                WINDOW_BYTES // parts,
             )
             for k, lo in enumerate(range(0, acc.size, per))
         ]
@@ -427,17 +430,19 @@ class FedAvg:
         first: int,
         releases: list[Callable[[], None]],
         thread: int,
+        window_bytes: int,
     ) -> None:
         """:meth:`_fold_group` over elements ``lo:hi`` of ``acc`` (``lo`` on a block
-        boundary), with thread ``thread``'s own staging blocks."""
+        boundary), with thread ``thread``'s own staging blocks, releasing the members'
+        pages every ``window_bytes`` it reads."""
         key = (acc.dtype, thread)
         stage = self._stage.get(key)
         if stage is None:
             stage = self._stage[key] = np.empty((GROUP + 1, BLOCK), dtype=acc.dtype)
         rows, summed = stage[: len(group)], stage[GROUP]
         check = group[0].dtype.kind == "f"
-        # Release the members' mapped pages every WINDOW_BYTES read (whole blocks).
-        window = max(1, WINDOW_BYTES // (len(group) * group[0].itemsize * BLOCK)) * BLOCK
+        # Release the members' mapped pages every window_bytes read (whole blocks).
+        window = max(1, window_bytes // (len(group) * group[0].itemsize * BLOCK)) * BLOCK
         for i in range(lo, hi, BLOCK):
             n = min(BLOCK, hi - i)
             s, out = rows[:, :n], summed[:n]

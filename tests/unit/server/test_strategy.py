@@ -350,6 +350,25 @@ def test_accumulate_many_reads_each_tensor_once_and_releases_mapped_updates(
     )
 
 
+def test_parallel_fold_threads_share_one_release_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With T threads each releases after WINDOW_BYTES / T of reading, so the pages resident
+    across all of them stay within WINDOW_BYTES: T threads release about T times as often."""
+    block_bytes = 3 * strategy_module.BLOCK * 4  # one block of each of 3 float32 updates
+    monkeypatch.setattr(strategy_module, "WINDOW_BYTES", 8 * block_bytes)
+    n = strategy_module.BLOCK * strategy_module.PARALLEL_BLOCKS * 4
+    releases = {}
+    for threads in (1, 4):
+        updates = [_Releasing({"w": np.full(n, seed, np.float32)}) for seed in range(3)]
+        strategy = FedAvg(fold_threads=threads)
+        strategy.begin(ModelSpec.of(updates[0]))
+        strategy.accumulate_many([(u, 1) for u in updates])
+        np.testing.assert_array_equal(strategy.finalize()["w"], np.full(n, 1.0, np.float32))
+        releases[threads] = updates[0].releases
+    # 64 blocks: one thread releases every 8 (8 times); 4 threads every 2 blocks of their 16.
+    assert releases[1] == 8
+    assert releases[4] == 4 * 8
+
+
 @pytest.mark.parametrize("encoding", [e for e in Encoding if e is not Encoding.SAFETENSORS])
 def test_accumulate_many_folds_compressed_updates_decoding_each_tensor_once(
     encoding: Encoding,
