@@ -22,8 +22,7 @@ import _common  # noqa: E402
 def test_section_writer_replaces_only_its_own_section(tmp_path: Path) -> None:
     doc = tmp_path / "benchmarks.md"
     before = (
-        "# Benchmarks\n\nintro\n\n"
-        "<!-- bench:other:start -->\nkeep me\n<!-- bench:other:end -->\n"
+        "# Benchmarks\n\nintro\n\n<!-- bench:other:start -->\nkeep me\n<!-- bench:other:end -->\n"
     )
     doc.write_text(before)
     _common.write_doc_section("x", "first", title="X bench", doc=doc)

@@ -331,9 +331,7 @@ def model_chunk_from_wire(raw: bytes) -> pb.ModelChunk | ModelChunkView:
 
 
 def model_chunk_to_proto(chunk: ModelChunk) -> pb.ModelChunk:
-    return pb.ModelChunk(
-        data=bytes(chunk.data), offset=chunk.offset, total_size=chunk.total_size
-    )
+    return pb.ModelChunk(data=bytes(chunk.data), offset=chunk.offset, total_size=chunk.total_size)
 
 
 def model_chunk_from_proto(

@@ -210,6 +210,6 @@ def test_a_server_config_that_is_not_utf8_is_a_config_error(
     from fedtee.cli.main import main
 
     bad = tmp_path / "server.toml"
-    bad.write_bytes(b"[federation]\nid = \"\xff\"\n")
+    bad.write_bytes(b'[federation]\nid = "\xff"\n')
     assert main(["server", "start", "--config", str(bad)]) == 2
     assert "is not UTF-8 text" in capsys.readouterr().err
