@@ -267,6 +267,17 @@ class ArtifactStore:
             )
         return mapped
 
+    def open_fd(self, digest_: bytes) -> int:
+        """A read-only descriptor of the artifact (for ``pread``); the caller closes it."""
+        try:
+            return os.open(self.path_for(digest_), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError as exc:
+            raise StorageError(
+                f"artifact {digest_.hex()} is missing", reason=Reason.STORAGE_CORRUPT
+            ) from exc
+        except OSError as exc:  # e.g. EMFILE
+            raise _storage_error(f"opening artifact {digest_.hex()}", exc) from exc
+
     def open_mapped(self, digest_: bytes, *, verify: bool = True) -> mmap.mmap:
         """A read-only memory map of the artifact; the caller closes it.
 

@@ -125,13 +125,47 @@ class _UploadParked(UpdateRejected):
 
 
 class _StoredUpdate(Mapping[str, NDArray[Any]]):
-    """A stored update's tensors (views of its memory map, or decoded lazily) and
-    :meth:`release`, which drops the map's resident pages: FedAvg.accumulate_many calls it
-    as it walks the model, so folding N updates keeps a bounded part of them resident."""
+    """A stored update's tensors (views of its memory map, or decoded lazily), with
+    :meth:`block_reader` for a plain safetensors update: FedAvg.accumulate_many then copies
+    each block of its tensors from the file with ``pread`` (own descriptor, :meth:`close`)
+    and maps none of their pages. :meth:`release` drops the map's resident pages (for the
+    lazily decoded ones, which are read through the map)."""
 
-    def __init__(self, arrays: Mapping[str, NDArray[Any]], mapped: MappedArtifact) -> None:
+    def __init__(
+        self,
+        arrays: Mapping[str, NDArray[Any]],
+        mapped: MappedArtifact,
+        *,
+        fd: int | None = None,
+        offsets: Mapping[str, int] | None = None,
+        digest: bytes = b"",
+    ) -> None:
         self._arrays = arrays
         self._mapped = mapped
+        self._fd = fd
+        self._offsets = offsets or {}
+        self._digest = digest
+
+    def block_reader(self, name: str) -> Callable[[int, NDArray[Any]], None] | None:
+        fd, base = self._fd, self._offsets.get(name)
+        if fd is None or base is None:
+            return None
+        itemsize = self._arrays[name].itemsize
+        digest = self._digest
+
+        def read(start: int, out: NDArray[Any]) -> None:
+            if os.preadv(fd, [out.data.cast("B")], base + start * itemsize) != out.nbytes:
+                raise StorageError(
+                    f"artifact {digest.hex()} is shorter than its header says",
+                    reason=Reason.STORAGE_CORRUPT,
+                )
+
+        return read
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __getitem__(self, name: str) -> NDArray[Any]:
         return self._arrays[name]
@@ -201,9 +235,10 @@ CLOSE_RETRY_MAX_MS = 60_000  # longest wait between attempts to close a round th
 
 
 def maps_at_once() -> int:
-    """How many stored updates a round close maps at the same time: a quarter of the
-    process's open-files limit (each memory map keeps a descriptor; the rest is left for
-    connections and the store), at least GROUP-sized batches of 16."""
+    """How many stored updates a round close opens at the same time: an eighth of the
+    process's open-files limit (each keeps two descriptors, its memory map's and the one
+    its blocks are read with; the rest is left for connections and the store), at least
+    GROUP-sized batches of 16."""
     try:
         import resource
     except ImportError:  # not a Unix: no such limit to respect
@@ -211,7 +246,7 @@ def maps_at_once() -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 1 << 30
-    return max(16, int(soft) // 4)
+    return max(16, int(soft) // 8)
 
 
 def aggregate_stored(
@@ -230,8 +265,9 @@ def aggregate_stored(
     changed on disk since its upload was checked must not count), in a thread pool, one
     update per thread, with ``pread`` (SHA-256 releases the GIL, so updates hash in parallel
     on as many cores as there are, and no file pages stay resident). A strategy with
-    ``accumulate_many`` (FedAvg) folds all updates block by block meanwhile, from memory
-    maps of the same files, and the new model is finalised only after every digest has
+    ``accumulate_many`` (FedAvg) folds all updates block by block meanwhile, reading plain
+    ones with ``pread`` through their block readers (compressed ones through memory maps
+    of the same files), and the new model is finalised only after every digest has
     matched: a mismatch raises STORAGE_CORRUPT and nothing is written (the strategy's partial
     sums are dropped by the next ``begin``). A strategy with only ``accumulate`` is handed
     each update after its digest has matched.
@@ -243,11 +279,19 @@ def aggregate_stored(
 
     def stored(digest: bytes) -> _StoredUpdate:
         # Mapped, not re-hashed; the pages the header parse touched are released at once,
-        # so opening thousands of updates costs no resident memory.
+        # so opening thousands of updates costs no resident memory. A plain safetensors
+        # update's blocks are then read with pread from each tensor's offset in the file.
         mapped = artifacts.map(digest, verify=False)
-        arrays = codec.open_update(mapped.view, spec=spec, global_arrays=global_arrays)
-        mapped.release()
-        return _StoredUpdate(arrays, mapped)
+        try:
+            arrays = codec.open_update(mapped.view, spec=spec, global_arrays=global_arrays)
+            offsets: dict[str, int] | None = None
+            if not isinstance(arrays, codec.EncodedUpdate):
+                header = tensors.parse_header(mapped.view)
+                offsets = {t.name: header.data_start + t.begin for t in header.tensors}
+        finally:
+            mapped.release()
+        fd = artifacts.open_fd(digest) if offsets else None
+        return _StoredUpdate(arrays, mapped, fd=fd, offsets=offsets, digest=digest)
 
     strategy.begin(spec)
     many = getattr(strategy, "accumulate_many", None)
@@ -263,11 +307,23 @@ def aggregate_stored(
                 # batch's maps close when its list is dropped.
                 batch = maps_at_once()
                 for start in range(0, len(inputs), batch):
-                    many([(stored(digest), n) for digest, n in inputs[start : start + batch]])
+                    part = inputs[start : start + batch]
+                    opened: list[_StoredUpdate] = []
+                    try:
+                        for digest, _ in part:
+                            opened.append(stored(digest))
+                        many([(u, n) for u, (_, n) in zip(opened, part, strict=True)])
+                    finally:
+                        for update in opened:
+                            update.close()
             else:
                 for (digest, n), check in zip(inputs, rehashed, strict=True):
                     check.result()
-                    strategy.accumulate(stored(digest), n)
+                    update = stored(digest)
+                    try:
+                        strategy.accumulate(update, n)
+                    finally:
+                        update.close()
         except UpdateRejected:
             # A stored update that fails its checks now was changed on disk: say so.
             for check in rehashed:

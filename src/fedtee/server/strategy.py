@@ -59,6 +59,22 @@ class Strategy(Protocol):
         ...
 
 
+# Fills ``out`` (a 1-D array of the tensor's dtype) with the tensor's elements from
+# ``start``: how a stored update hands the fold its bytes without a memory map.
+BlockReader = Callable[[int, NDArray[Any]], None]
+
+
+@runtime_checkable
+class BlockReadable(Protocol):
+    """An update that can copy a tensor's elements straight into a buffer (``pread`` from
+    its file): ``block_reader(name)`` returns a :data:`BlockReader`, or None when the tensor
+    must be read from its array. ``accumulate_many`` reads such tensors block by block into
+    a small per-thread buffer, so folding them maps none of their pages: a page fault on a
+    file map can map megabytes at once (a 2 MiB folio), which no release window bounds."""
+
+    def block_reader(self, name: str) -> BlockReader | None: ...
+
+
 @runtime_checkable
 class Releasable(Protocol):
     """An update whose tensors are views of a file map: ``release()`` drops the pages read so
@@ -182,6 +198,9 @@ class FedAvg:
         self._scratch: dict[np.dtype[Any], NDArray[Any]] = {}  # accumulate: one block
         # accumulate_many: GROUP + 1 blocks for each fold thread, by (dtype, thread)
         self._stage: dict[tuple[np.dtype[Any], int], NDArray[Any]] = {}
+        # accumulate_many: one block of a tensor's own dtype for each fold thread, which
+        # block readers fill, by (dtype, thread)
+        self._raw: dict[tuple[np.dtype[Any], int], NDArray[Any]] = {}
         self._mask: NDArray[np.bool_] = np.empty(max(FINITE_BLOCK, BLOCK), dtype=np.bool_)
         self._total = 0
         self._count = 0
@@ -210,7 +229,7 @@ class FedAvg:
             for name, t in global_spec.tensors.items()
         }
         self._blank = True
-        self._scratch, self._stage = {}, {}
+        self._scratch, self._stage, self._raw = {}, {}, {}
         self._total = 0
         self._count = 0
 
@@ -341,14 +360,19 @@ class FedAvg:
         start = 0
         while start < len(updates):
             group: list[NDArray[Any]] = []
+            readers: list[BlockReader | None] = []
             decoded = 0
             while start + len(group) < len(updates) and len(group) < GROUP:
                 index = start + len(group)
+                update = updates[index][0]
                 try:
-                    array = _tensor(updates[index][0], name, expected)
+                    array = _tensor(update, name, expected)
                 except UpdateRejected as exc:
                     raise _Rejected(index, exc) from None
                 group.append(array.reshape(-1))
+                readers.append(
+                    update.block_reader(name) if isinstance(update, BlockReadable) else None
+                )
                 if array.base is None:  # a decoded copy, not a view of a file map
                     decoded += array.nbytes
                     if decoded >= GROUP_DECODED_BYTES:
@@ -362,6 +386,7 @@ class FedAvg:
                 first=start,
                 releases=[r for r in releases[start:end] if r is not None],
                 pool=pool,
+                readers=readers,
             )
             start = end
 
@@ -375,6 +400,7 @@ class FedAvg:
         first: int,
         releases: list[Callable[[], None]],
         pool: ThreadPoolExecutor | None = None,
+        readers: Sequence[BlockReader | None] | None = None,
     ) -> None:
         """Add ``sum(weights[k] * group[k])`` to ``acc``, block by block, each block only
         once it is known finite; ``first`` is the batch index of ``group[0]``. With a
@@ -382,10 +408,15 @@ class FedAvg:
         once, one a thread; every range is waited for before any rejection is raised (the
         caller then rebuilds the accumulator), and the lowest rejected index wins."""
         w = np.array(weights, dtype=acc.dtype)
+        read: list[BlockReader | None] = (
+            list(readers) if readers is not None else [None] * len(group)
+        )
         blocks = -(-acc.size // BLOCK)
         parts = 1 if pool is None else min(self._fold_threads, blocks // (PARALLEL_BLOCKS // 2))
         if parts <= 1:
-            self._fold_range(name, acc, group, w, 0, acc.size, first, releases, 0, WINDOW_BYTES)
+            self._fold_range(
+                name, acc, group, read, w, 0, acc.size, first, releases, 0, WINDOW_BYTES
+            )
             return
         assert pool is not None
         per = -(-blocks // parts) * BLOCK
@@ -395,6 +426,7 @@ class FedAvg:
                 name,
                 acc,
                 group,
+                read,
                 w,
                 lo,
                 min(lo + per, acc.size),
@@ -424,6 +456,7 @@ class FedAvg:
         name: str,
         acc: NDArray[Any],
         group: list[NDArray[Any]],
+        readers: list[BlockReader | None],
         w: NDArray[Any],
         lo: int,
         hi: int,
@@ -434,7 +467,8 @@ class FedAvg:
     ) -> None:
         """:meth:`_fold_group` over elements ``lo:hi`` of ``acc`` (``lo`` on a block
         boundary), with thread ``thread``'s own staging blocks, releasing the members'
-        pages every ``window_bytes`` it reads."""
+        pages every ``window_bytes`` it reads. A member with a reader is read into the
+        thread's buffer of its dtype and cast from there, not read from its array."""
         key = (acc.dtype, thread)
         stage = self._stage.get(key)
         if stage is None:
@@ -446,8 +480,16 @@ class FedAvg:
         for i in range(lo, hi, BLOCK):
             n = min(BLOCK, hi - i)
             s, out = rows[:, :n], summed[:n]
-            for row, array in zip(s, group, strict=True):
-                np.copyto(row, array[i : i + n])
+            for row, array, read in zip(s, group, readers, strict=True):
+                if read is None:
+                    np.copyto(row, array[i : i + n])
+                    continue
+                raw_key = (array.dtype, thread)
+                raw = self._raw.get(raw_key)
+                if raw is None:
+                    raw = self._raw[raw_key] = np.empty(BLOCK, dtype=array.dtype)
+                read(i, raw[:n])
+                np.copyto(row, raw[:n])
             np.dot(w, s, out=out)
             # One reduction, no mask: the sum is finite only if every element is (an
             # overflowing sum of finite values is caught below, as accumulate would add it).
@@ -482,7 +524,7 @@ class FedAvg:
             else:  # divided in float64 (or float32) and rounded to the model's dtype
                 out[name] = _divide_narrowing(acc, float(self._total), dtype)
         self._acc = {}
-        self._scratch, self._stage = {}, {}
+        self._scratch, self._stage, self._raw = {}, {}, {}
         self._spec = None
         return out
 

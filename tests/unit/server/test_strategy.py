@@ -7,6 +7,7 @@ import itertools
 import tracemalloc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -350,6 +351,41 @@ def test_accumulate_many_reads_each_tensor_once_and_releases_mapped_updates(
     )
 
 
+class _Readable(dict):  # type: ignore[type-arg]
+    """An update whose tensors the fold must take from block_reader (its arrays lie)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        super().__init__({k: np.zeros_like(v) for k, v in arrays.items()})
+        self.true = arrays
+        self.blocks = 0
+
+    def block_reader(self, name: str) -> Any:
+        if name == "h":
+            return None  # this tensor is read from its array (zeros here)
+
+        def read(start: int, out: np.ndarray) -> None:
+            self.blocks += 1
+            out[...] = self.true[name].reshape(-1)[start : start + out.size]
+
+        return read
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_accumulate_many_takes_block_readers_data_on_any_thread(threads: int) -> None:
+    n = strategy_module.BLOCK * strategy_module.PARALLEL_BLOCKS * 2 + 5  # parallel ranges
+    plain = [_mixed(seed, n) for seed in range(3)]
+    readable = [_Readable(u) for u in plain]
+    strategy = FedAvg(fold_threads=threads)
+    strategy.begin(ModelSpec.of(plain[0]))
+    strategy.accumulate_many([(u, 1) for u in readable])
+    result = strategy.finalize()
+    expected = _reference(plain, [1, 1, 1])
+    np.testing.assert_allclose(result["w"], expected["w"], rtol=1e-6)
+    np.testing.assert_array_equal(result["i"], expected["i"])
+    np.testing.assert_array_equal(result["h"], np.zeros((3, 5), np.float16))  # no reader
+    assert all(u.blocks >= n // strategy_module.BLOCK for u in readable)
+
+
 def test_parallel_fold_threads_share_one_release_window(monkeypatch: pytest.MonkeyPatch) -> None:
     """With T threads each releases after WINDOW_BYTES / T of reading, so the pages resident
     across all of them stay within WINDOW_BYTES: T threads release about T times as often."""
@@ -505,7 +541,7 @@ def test_a_large_tensor_folds_on_several_threads_to_the_same_bits_as_on_one(
     real = FedAvg._fold_range
 
     def recorded(self: FedAvg, name: str, acc: np.ndarray, *args: object) -> None:
-        lo, hi = args[2], args[3]
+        lo, hi = args[3], args[4]  # after group, readers, weights
         assert isinstance(lo, int) and isinstance(hi, int)
         ranges.append((threading.current_thread().name, lo, hi))
         real(self, name, acc, *args)  # type: ignore[arg-type]
