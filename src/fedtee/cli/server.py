@@ -546,8 +546,9 @@ def raise_open_files_limit() -> int:
     """Raise this process's soft limit on open files to its hard limit (as Go programs and
     most servers do) and return the soft limit now in force.
 
-    The server holds a file per TLS connection, and a round close maps the round's updates
-    (Python's mmap keeps a descriptor per map) in batches of a quarter of this limit
+    The server holds a file per TLS connection, and a round close opens the round's updates
+    (two descriptors each: Python's mmap keeps one per map, and the fold reads blocks with
+    pread through another) in batches of an eighth of this limit
     (:func:`fedtee.server.rounds.maps_at_once`), one batch fast, the rest one at a time, so
     a round of a few thousand clients wants a few thousand descriptors; Debian's default
     soft limit is 1,024.

@@ -154,7 +154,14 @@ class _StoredUpdate(Mapping[str, NDArray[Any]]):
         digest = self._digest
 
         def read(start: int, out: NDArray[Any]) -> None:
-            if os.preadv(fd, [out.data.cast("B")], base + start * itemsize) != out.nbytes:
+            try:
+                got = os.preadv(fd, [out.data.cast("B")], base + start * itemsize)
+            except OSError as exc:  # e.g. EIO: a typed error, like every other storage read
+                raise StorageError(
+                    f"reading artifact {digest.hex()} failed: {exc}",
+                    reason=Reason.STORAGE_FAILED,
+                ) from exc
+            if got != out.nbytes:
                 raise StorageError(
                     f"artifact {digest.hex()} is shorter than its header says",
                     reason=Reason.STORAGE_CORRUPT,

@@ -384,7 +384,12 @@ class FedAvg:
                 group,
                 weights[start:end],
                 first=start,
-                releases=[r for r in releases[start:end] if r is not None],
+                # A member read through its block reader maps nothing: no pages to release.
+                releases=[
+                    r
+                    for r, read in zip(releases[start:end], readers, strict=True)
+                    if r is not None and read is None
+                ],
                 pool=pool,
                 readers=readers,
             )
@@ -477,19 +482,20 @@ class FedAvg:
         check = group[0].dtype.kind == "f"
         # Release the members' mapped pages every window_bytes read (whole blocks).
         window = max(1, window_bytes // (len(group) * group[0].itemsize * BLOCK)) * BLOCK
+        # This thread's block of each member's dtype that its reader fills (None: no reader).
+        raws = [
+            None if read is None else self._raw_block(array.dtype, thread)
+            for array, read in zip(group, readers, strict=True)
+        ]
         for i in range(lo, hi, BLOCK):
             n = min(BLOCK, hi - i)
             s, out = rows[:, :n], summed[:n]
-            for row, array, read in zip(s, group, readers, strict=True):
-                if read is None:
+            for row, array, read, raw in zip(s, group, readers, raws, strict=True):
+                if read is None or raw is None:
                     np.copyto(row, array[i : i + n])
-                    continue
-                raw_key = (array.dtype, thread)
-                raw = self._raw.get(raw_key)
-                if raw is None:
-                    raw = self._raw[raw_key] = np.empty(BLOCK, dtype=array.dtype)
-                read(i, raw[:n])
-                np.copyto(row, raw[:n])
+                else:
+                    read(i, raw[:n])
+                    np.copyto(row, raw[:n])
             np.dot(w, s, out=out)
             # One reduction, no mask: the sum is finite only if every element is (an
             # overflowing sum of finite values is caught below, as accumulate would add it).
@@ -506,6 +512,12 @@ class FedAvg:
             if (i + n - lo) % window == 0 or i + n == hi:
                 for release in releases:
                     release()
+
+    def _raw_block(self, dtype: np.dtype[Any], thread: int) -> NDArray[Any]:
+        raw = self._raw.get((dtype, thread))
+        if raw is None:
+            raw = self._raw[(dtype, thread)] = np.empty(BLOCK, dtype=dtype)
+        return raw
 
     def finalize(self) -> Arrays:
         if self._spec is None or self._total == 0:

@@ -7,6 +7,7 @@ checked must never reach the new global model, whichever path the strategy takes
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -170,18 +171,14 @@ def test_a_round_of_more_updates_than_open_files_closes_in_batches(tmp_path: Pat
     assert float(mean) == pytest.approx(sum(range(150)) / 150)
 
 
-def _open_fds() -> int:
-    import os
-
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_fold_reads_plain_updates_with_pread_and_closes_their_descriptors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
     """Every element of a plain update's tensors reaches the fold through its block reader
     (pread), none through its mapped array, and every descriptor is closed afterwards."""
+    import os
+
     from fedtee.server import rounds as rounds_module
 
     store, global_arrays, updates = _setup(tmp_path)
@@ -200,16 +197,30 @@ def test_the_fold_reads_plain_updates_with_pread_and_closes_their_descriptors(
         return reader
 
     monkeypatch.setattr(rounds_module._StoredUpdate, "block_reader", counted)
-    before = _open_fds()
+    released: list[object] = []
+    monkeypatch.setattr(rounds_module._StoredUpdate, "release", lambda self: released.append(1))
+    opened: list[tuple[int, str]] = []
+    real_open = ArtifactStore.open_fd
+
+    def recorded(self: ArtifactStore, digest: bytes) -> int:
+        fd = real_open(self, digest)
+        opened.append((fd, str(self.path_for(digest))))
+        return fd
+
+    monkeypatch.setattr(ArtifactStore, "open_fd", recorded)
     result = _close(store, FedAvg(fold_threads=threads), global_arrays, inputs)
-    assert _open_fds() == before
+    assert len(opened) == 5
+    for fd, path in opened:  # closed: the number is free, or reused for another file
+        with contextlib.suppress(FileNotFoundError):
+            assert os.readlink(f"/proc/self/fd/{fd}") != path
     np.testing.assert_allclose(result["w"], _expected(updates, [1] * 5), rtol=1e-6)
     assert result["n"][0] == 2
     assert read == {"w": 5 * updates[0]["w"].size, "n": 5}
+    assert released == []  # nothing was mapped for the fold, so nothing to release
 
 
-def test_a_block_reader_on_a_file_shorter_than_its_header_is_storage_corrupt(
-    tmp_path: Path,
+def test_a_block_reader_fails_closed_on_a_read_error_and_a_short_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
 
@@ -227,6 +238,16 @@ def test_a_block_reader_on_a_file_shorter_than_its_header_is_storage_corrupt(
     out = np.empty(BLOCK, np.float32)
     reader(BLOCK, out)
     np.testing.assert_array_equal(out, updates[0]["w"][BLOCK : 2 * BLOCK])
+
+    def failing(*_args: Any) -> int:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("fedtee.server.rounds.os.preadv", failing)
+    with pytest.raises(StorageError) as failed:
+        reader(0, out)
+    assert failed.value.reason is Reason.STORAGE_FAILED
+    assert "Input/output error" in failed.value.message
+    monkeypatch.undo()
     os.truncate(store.path_for(digest), offsets["w"] + 10)
     with pytest.raises(StorageError) as err:
         reader(0, out)
