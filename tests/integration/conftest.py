@@ -89,6 +89,7 @@ class Harness:
             transfer_wait_s=s.pop("transfer_wait_s", 10.0),
             transfer_idle_s=s.pop("transfer_idle_s", 120.0),
             tick_s=s.pop("tick_s", 0.05),
+            trim_interval_s=s.pop("trim_interval_s", 0.0),
         )
         assert not s, f"unknown settings {s}"
         self.server = FederationServer(config, clock=self.clock, evaluate=self.att.evaluate)

@@ -6,6 +6,7 @@ a slot frees (fedtee.server.slots)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -222,3 +223,24 @@ def test_a_download_that_stops_reading_loses_its_slot_to_the_next_transfer(
     with pytest.raises(ServerUnavailable):  # what a reads next ends in the cut (CANCELLED)
         for _ in stalled:
             pass
+
+
+def test_the_round_driver_gives_freed_memory_back_after_a_transfer_ends(
+    harness: Harness,
+) -> None:
+    server = harness.start(rounds=1, trim_interval_s=0.01)
+    time.sleep(0.3)  # six driver ticks
+    assert server.trimmer.count == 0  # no transfer has ended: nothing to give back
+    server.slots.acquire("a").release()  # a transfer ends
+    _wait_until(lambda: server.trimmer.count == 1, "the driver's trim")
+    time.sleep(0.3)
+    assert server.trimmer.count == 1  # once per batch of ended transfers, not every tick
+    server.slots.acquire("b").release()
+    _wait_until(lambda: server.trimmer.count == 2, "a second trim")
+
+
+def test_a_trim_interval_of_zero_never_trims(harness: Harness) -> None:
+    server = harness.start(rounds=1, trim_interval_s=0.0)
+    server.slots.acquire("a").release()
+    time.sleep(0.3)
+    assert server.trimmer.count == 0

@@ -8,7 +8,7 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
     [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional),
                      http2_bdp_probe, max_transfers, transfer_wait_s,
-                     transfer_idle_s, fold_threads (optional)
+                     transfer_idle_s, fold_threads, trim_interval_s (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -58,6 +58,10 @@ from fedtee.server.strategy import MAX_FOLD_THREADS
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODEL_FILE_BYTES = 1 << 32
+# [server] trim_interval_s: after transfers end, freed heap pages go back to the system at
+# most this often (fedtee.memory.FreedMemoryTrimmer; figures in docs/config.md, "Memory").
+DEFAULT_TRIM_INTERVAL_S = 1.0
+MAX_TRIM_INTERVAL_S = 3600.0
 
 _SCHEMA: dict[str, set[str]] = {
     "federation": {"id", "initial_model", "model"},
@@ -72,6 +76,7 @@ _SCHEMA: dict[str, set[str]] = {
         "max_transfers",
         "transfer_wait_s",
         "transfer_idle_s",
+        "trim_interval_s",
     },
     "rounds": {
         "rounds",
@@ -160,6 +165,7 @@ class ServerFileConfig:
     transfer_wait_s: float = DEFAULT_TRANSFER_WAIT_S  # a transfer's wait for a slot
     transfer_idle_s: float = DEFAULT_TRANSFER_IDLE_S  # a slot holder moving no chunk: cut
     fold_threads: int = 0  # threads FedAvg folds a large tensor on (0: one a core, up to 8)
+    trim_interval_s: float = DEFAULT_TRIM_INTERVAL_S  # freed heap back to the system (0: never)
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -244,6 +250,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         transfer_wait_s=_typed("server", srv, "transfer_wait_s", float, DEFAULT_TRANSFER_WAIT_S),
         transfer_idle_s=_typed("server", srv, "transfer_idle_s", float, DEFAULT_TRANSFER_IDLE_S),
         fold_threads=_typed("server", srv, "fold_threads", int, 0),
+        trim_interval_s=_typed("server", srv, "trim_interval_s", float, DEFAULT_TRIM_INTERVAL_S),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -289,6 +296,11 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError(
             f"[server] fold_threads must be within 0..{MAX_FOLD_THREADS} (0: one a core, up to "
             f"{MAX_FOLD_THREADS}), got {cfg.fold_threads}"
+        )
+    if not 0 <= cfg.trim_interval_s <= MAX_TRIM_INTERVAL_S:
+        raise ConfigError(
+            f"[server] trim_interval_s must be within 0..{MAX_TRIM_INTERVAL_S:g} seconds "
+            f"(0: never), got {cfg.trim_interval_s}"
         )
     if ":" not in cfg.address:
         raise ConfigError(f"[server] address must be host:port, got {cfg.address!r}")
@@ -513,6 +525,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         transfer_wait_s=cfg.transfer_wait_s,
         transfer_idle_s=cfg.transfer_idle_s,
         fold_threads=cfg.fold_threads or None,
+        trim_interval_s=cfg.trim_interval_s,
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(

@@ -162,11 +162,18 @@ class TransferSlots:
         self._holders: set[str] = set()  # a client holds at most one slot
         self._queue: deque[_Waiter] = deque()  # transfers waiting here, first come first
         self._leases: set[Lease] = set()  # the slots' holders, for expire_idle
+        self._ended = 0
 
     @property
     def in_use(self) -> int:
         with self._lock:
             return self._in_use
+
+    @property
+    def ended(self) -> int:
+        """How many transfers have ended (released their slot) since the slots were made."""
+        with self._lock:
+            return self._ended
 
     @property
     def queued(self) -> int:
@@ -240,6 +247,7 @@ class TransferSlots:
 
     def _release(self, lease: Lease, held_s: float) -> None:
         with self._lock:
+            self._ended += 1
             self._leases.discard(lease)
             self._holders.discard(lease.who)
             self._mean_s += _SMOOTHING * (max(held_s, 0.0) - self._mean_s)

@@ -257,3 +257,18 @@ def test_a_transfer_that_moves_nothing_is_cut_off_once_and_its_slot_freed_on_rel
     assert slots.expire_idle(30.0) == ["busy"] and cut == ["stalled", "busy"]
     busy.release()
     assert slots.in_use == 0 and slots.expire_idle(0.0) == []
+
+
+def test_ended_counts_each_transfer_once_when_it_releases_its_slot() -> None:
+    slots = TransferSlots(2)
+    assert slots.ended == 0
+    a, b = slots.acquire("a"), slots.acquire("b")
+    assert slots.ended == 0  # held, not ended
+    a.release()
+    a.release()  # idempotent: from a finally and a termination callback
+    assert slots.ended == 1
+    b.release()
+    assert slots.ended == 2
+    unlimited = TransferSlots(0)
+    unlimited.acquire("c").release()
+    assert unlimited.ended == 1
