@@ -30,6 +30,7 @@ from fedtee.attest.attesters.sim import SimRoot
 from fedtee.cli.init import trainer_measurement
 from fedtee.eval.loadgen import LoadOptions, LoadTarget, run_load
 from fedtee.localnet import wait_for_port
+from fedtee.server.slots import DEFAULT_SEND_CHUNK_BYTES
 
 
 def run_one(
@@ -154,7 +155,7 @@ def main() -> None:
         "--upload-chunks",
         default="1048576,262144",
         help="comma-separated UpdateChunk sizes the clients upload in, each run for every N "
-        "(1048576 is the client default; the server sends 262144)",
+        f"(1048576 is the client default; the server sends {DEFAULT_SEND_CHUNK_BYTES})",
     )
     ap.add_argument(
         "--max-transfers",
@@ -207,7 +208,8 @@ def main() -> None:
                 "one process: own key, sim platform, enrolment, signed receipts each), all "
                 f"selected every round, {rounds} rounds. Peak: highest summed VmRSS of the "
                 "server's process tree, sampled every 0.1 s. Goal (issue 6): flat in N. The "
-                "server sends 256 KiB chunks; the clients upload in the chunk size of the "
+                f"server sends {DEFAULT_SEND_CHUNK_BYTES // 1024} KiB chunks; the clients upload "
+                "in the chunk size of the "
                 "row (1 MiB: a client's default; 256 KiB: `[runtime] chunk_bytes = 262144`).",
                 "",
                 render(rows),

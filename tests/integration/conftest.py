@@ -22,6 +22,7 @@ from fedtee.ledger.receipts import Receipt, SignedReceipt, sign_receipt
 from fedtee.server.app import FederationServer, NoCollateral, ServerConfig
 from fedtee.server.gate import GateSettings
 from fedtee.server.rounds import RoundSettings
+from fedtee.server.slots import DEFAULT_SEND_CHUNK_BYTES
 from fedtee.wire import tls
 
 from ._sim_seam import Attestation, make_attestation
@@ -90,6 +91,7 @@ class Harness:
             transfer_idle_s=s.pop("transfer_idle_s", 120.0),
             tick_s=s.pop("tick_s", 0.05),
             trim_interval_s=s.pop("trim_interval_s", 0.0),
+            send_chunk_bytes=s.pop("send_chunk_bytes", DEFAULT_SEND_CHUNK_BYTES),
         )
         assert not s, f"unknown settings {s}"
         self.server = FederationServer(config, clock=self.clock, evaluate=self.att.evaluate)

@@ -244,3 +244,23 @@ def test_a_trim_interval_of_zero_never_trims(harness: Harness) -> None:
     server.slots.acquire("a").release()
     time.sleep(0.3)
     assert server.trimmer.count == 0
+
+
+@pytest.mark.parametrize("send", [16 * 1024, 48 * 1024, 1 << 20])
+def test_the_server_sends_the_model_in_chunks_of_send_chunk_bytes(
+    harness: Harness, send: int
+) -> None:
+    harness.start(rounds=1, clients_per_round=1, initial_model=_MODEL, send_chunk_bytes=send)
+    a = harness.peer("a")
+    assert a.enroll().accepted and a.session is not None
+    task = a.wait_task()
+    chunks = list(
+        a.transport.download_model(
+            session=a.session, round=task.round, digest=task.global_model_digest, offset=0
+        )
+    )
+    sizes = [len(c.data) for c in chunks]
+    assert b"".join(c.data for c in chunks) == _MODEL
+    assert all(size == send for size in sizes[:-1])
+    assert 0 < sizes[-1] <= send
+    assert len(sizes) == -(-len(_MODEL) // send)

@@ -8,7 +8,8 @@ server.toml (``fedtee init`` writes a commented one; docs/config.md documents ev
     [federation]     id, initial_model (safetensors file) or model ("module:Trainer")
     [server]         address, tls_cert, tls_key, state_dir, malloc_arenas (optional),
                      http2_bdp_probe, max_transfers, transfer_wait_s,
-                     transfer_idle_s, fold_threads, trim_interval_s (optional)
+                     transfer_idle_s, send_chunk_bytes, fold_threads, trim_interval_s
+                     (optional)
     [rounds]         rounds, clients_per_round, min_clients, round_timeout_s, start_wait_s,
                      max_update_norm (optional), retry_after_s (optional)
     [rounds.config]  string hyper-parameters handed to clients with each task
@@ -48,13 +49,16 @@ from fedtee.errors import ConfigError
 from fedtee.memory import DEFAULT_MALLOC_ARENAS, MAX_MALLOC_ARENAS, limit_malloc_arenas
 from fedtee.server.slots import (
     DEFAULT_MAX_TRANSFERS,
+    DEFAULT_SEND_CHUNK_BYTES,
     DEFAULT_TRANSFER_IDLE_S,
     DEFAULT_TRANSFER_WAIT_S,
     MAX_TRANSFER_IDLE_S,
     MAX_TRANSFER_WAIT_S,
     MAX_TRANSFERS,
+    MIN_SEND_CHUNK_BYTES,
 )
 from fedtee.server.strategy import MAX_FOLD_THREADS
+from fedtee.wire.limits import DEFAULT_LIMITS
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODEL_FILE_BYTES = 1 << 32
@@ -77,6 +81,7 @@ _SCHEMA: dict[str, set[str]] = {
         "transfer_wait_s",
         "transfer_idle_s",
         "trim_interval_s",
+        "send_chunk_bytes",
     },
     "rounds": {
         "rounds",
@@ -166,6 +171,7 @@ class ServerFileConfig:
     transfer_idle_s: float = DEFAULT_TRANSFER_IDLE_S  # a slot holder moving no chunk: cut
     fold_threads: int = 0  # threads FedAvg folds a large tensor on (0: one a core, up to 8)
     trim_interval_s: float = DEFAULT_TRIM_INTERVAL_S  # freed heap back to the system (0: never)
+    send_chunk_bytes: int = DEFAULT_SEND_CHUNK_BYTES  # data bytes in one ModelChunk sent
 
 
 def _typed(section: str, table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -251,6 +257,7 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         transfer_idle_s=_typed("server", srv, "transfer_idle_s", float, DEFAULT_TRANSFER_IDLE_S),
         fold_threads=_typed("server", srv, "fold_threads", int, 0),
         trim_interval_s=_typed("server", srv, "trim_interval_s", float, DEFAULT_TRIM_INTERVAL_S),
+        send_chunk_bytes=_typed("server", srv, "send_chunk_bytes", int, DEFAULT_SEND_CHUNK_BYTES),
         policy=path("attestation", att, "policy") or base_dir,
         sim_root=path("attestation", att, "sim_root"),
         collateral_dir=path("attestation", att, "collateral_dir"),
@@ -296,6 +303,12 @@ def parse_server_config(text: str, *, base_dir: Path) -> ServerFileConfig:
         raise ConfigError(
             f"[server] fold_threads must be within 0..{MAX_FOLD_THREADS} (0: one a core, up to "
             f"{MAX_FOLD_THREADS}), got {cfg.fold_threads}"
+        )
+    if not MIN_SEND_CHUNK_BYTES <= cfg.send_chunk_bytes <= DEFAULT_LIMITS.chunk_bytes:
+        raise ConfigError(
+            f"[server] send_chunk_bytes must be within {MIN_SEND_CHUNK_BYTES}.."
+            f"{DEFAULT_LIMITS.chunk_bytes} (what a client accepts in one chunk), "
+            f"got {cfg.send_chunk_bytes}"
         )
     if not 0 <= cfg.trim_interval_s <= MAX_TRIM_INTERVAL_S:
         raise ConfigError(
@@ -526,6 +539,7 @@ def build_server(cfg: ServerFileConfig) -> Any:
         transfer_idle_s=cfg.transfer_idle_s,
         fold_threads=cfg.fold_threads or None,
         trim_interval_s=cfg.trim_interval_s,
+        send_chunk_bytes=cfg.send_chunk_bytes,
         policy=_policy(cfg),
         trust=_trust(cfg),
         initial_model=(

@@ -52,6 +52,10 @@ RESERVED_WORKERS = 4
 # taking a slot, 1,000 load-generator clients at a 2.6 KB model waited out server_busy hints
 # behind 8 slots (bench_load: rounds 30 s against 20 s).
 SLOT_FREE_BYTES = 64 * 1024
+# Data bytes in one ModelChunk the server sends ([server] send_chunk_bytes: this default, at
+# least the minimum, at most what a client accepts in one chunk); see ServerConfig.
+DEFAULT_SEND_CHUNK_BYTES = 1 << 20
+MIN_SEND_CHUNK_BYTES = 16 * 1024
 # Bounds of the retry_after hint, in milliseconds.
 MIN_RETRY_MS = 50
 MAX_RETRY_MS = 10_000

@@ -13,6 +13,7 @@ from fedtee.cli.server import build_server, parse_server_config
 from fedtee.errors import ConfigError
 from fedtee.server.slots import (
     DEFAULT_MAX_TRANSFERS,
+    DEFAULT_SEND_CHUNK_BYTES,
     DEFAULT_TRANSFER_IDLE_S,
     DEFAULT_TRANSFER_WAIT_S,
     RESERVED_WORKERS,
@@ -82,3 +83,17 @@ def test_fold_threads_default_to_one_a_core_and_can_be_set(fed: Path) -> None:
 def test_a_bad_fold_threads_is_a_config_error(fed: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="fold_threads"):
         parse_server_config(_text(fed, f"fold_threads = {value}"), base_dir=fed)
+
+
+def test_send_chunk_bytes_defaults_to_a_mebibyte_and_reaches_the_server(fed: Path) -> None:
+    default = build_server(parse_server_config(_text(fed, ""), base_dir=fed))
+    assert DEFAULT_SEND_CHUNK_BYTES == 1 << 20
+    assert default.config.send_chunk_bytes == 1 << 20
+    small = build_server(parse_server_config(_text(fed, "send_chunk_bytes = 262144"), base_dir=fed))
+    assert small.config.send_chunk_bytes == 262144
+
+
+@pytest.mark.parametrize("value", ["16383", "1048577", "0", '"262144"', "262144.0", "true"])
+def test_a_bad_send_chunk_size_is_a_config_error(fed: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="send_chunk_bytes"):
+        parse_server_config(_text(fed, f"send_chunk_bytes = {value}"), base_dir=fed)
