@@ -196,7 +196,7 @@ state_dir = "state"             # state.db, artifacts/, ledger.jsonl, the server
 # transfer_idle_s = 120.0       # a transfer moving no chunk this long loses its slot
 # fold_threads = 0              # threads folding a large tensor (0: one a core, up to 8)
 # trim_interval_s = 1.0         # freed heap back to the system at most this often (0: never)
-# send_chunk_bytes = 1048576    # model bytes per chunk sent (262144: less memory, more CPU)
+# send_chunk_bytes = 524288     # model bytes per chunk sent (262144: less memory, more CPU)
 
 [rounds]
 rounds = {opts.rounds}                      # rounds to run, then FINISHED

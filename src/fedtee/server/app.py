@@ -140,10 +140,11 @@ class ServerConfig:
     # accepts in one; [server] send_chunk_bytes). Each transfer in flight holds a few copies
     # of a chunk on its way through protobuf, gRPC and TLS, so this bounds what downloads
     # add to the server's memory; each chunk also costs both ends a fixed amount of work (a
-    # handoff between gRPC's threads per message). 1 MiB against 256 KiB: 10 clients at
-    # 10,000,000 parameters 2.43-2.81 s per round against 2.73-3.12 s (four interleaved
-    # pairs, about 10% less CPU), 100 clients at a 3.8 MiB model a server peak 9 MiB higher
-    # (docs/config.md, "Chunk size").
+    # handoff between gRPC's threads per message), while a chunk past the cores' caches
+    # costs memory traffic. 512 KiB against 256 KiB: 10 clients at 10,000,000 parameters
+    # 2.48-2.69 s per round against 2.67-3.12 s, 2 clients the same; 1 MiB was faster still
+    # with 10 clients and slower with 2; 100 clients at a 3.8 MiB model peaked 4 MiB higher
+    # with 512 KiB, 9 MiB with 1 MiB (docs/config.md, "Chunk size").
     send_chunk_bytes: int = DEFAULT_SEND_CHUNK_BYTES
     tick_s: float = 0.05
     # After transfers have ended, give freed heap pages back to the system (glibc

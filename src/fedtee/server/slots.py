@@ -54,7 +54,7 @@ RESERVED_WORKERS = 4
 SLOT_FREE_BYTES = 64 * 1024
 # Data bytes in one ModelChunk the server sends ([server] send_chunk_bytes: this default, at
 # least the minimum, at most what a client accepts in one chunk); see ServerConfig.
-DEFAULT_SEND_CHUNK_BYTES = 1 << 20
+DEFAULT_SEND_CHUNK_BYTES = 512 * 1024
 MIN_SEND_CHUNK_BYTES = 16 * 1024
 # Bounds of the retry_after hint, in milliseconds.
 MIN_RETRY_MS = 50

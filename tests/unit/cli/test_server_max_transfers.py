@@ -85,10 +85,10 @@ def test_a_bad_fold_threads_is_a_config_error(fed: Path, value: str) -> None:
         parse_server_config(_text(fed, f"fold_threads = {value}"), base_dir=fed)
 
 
-def test_send_chunk_bytes_defaults_to_a_mebibyte_and_reaches_the_server(fed: Path) -> None:
+def test_send_chunk_bytes_defaults_to_512_kib_and_reaches_the_server(fed: Path) -> None:
     default = build_server(parse_server_config(_text(fed, ""), base_dir=fed))
-    assert DEFAULT_SEND_CHUNK_BYTES == 1 << 20
-    assert default.config.send_chunk_bytes == 1 << 20
+    assert DEFAULT_SEND_CHUNK_BYTES == 512 * 1024
+    assert default.config.send_chunk_bytes == 512 * 1024
     small = build_server(parse_server_config(_text(fed, "send_chunk_bytes = 262144"), base_dir=fed))
     assert small.config.send_chunk_bytes == 262144
 
