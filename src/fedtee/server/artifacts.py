@@ -19,6 +19,7 @@ they go.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hmac
 import mmap
@@ -58,6 +59,38 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# An artifact's written bytes are handed to the disk every WRITEBACK_EVERY bytes while it is
+# still being written (Linux sync_file_range, SYNC_FILE_RANGE_WRITE: start writeback, do not
+# wait), so that the fsync that makes it durable has only the tail left to write. Without it
+# nothing reaches the disk before that fsync (the kernel's background writeback starts at 10%
+# of memory dirty, or after 30 s): a 40 MB update's fsync took 60-70 ms here, 42-46 ms with
+# writeback started every 4-8 MiB while it was written. A hint: durability is still the
+# fsync's, and where the call is missing or fails the writer just does not hint.
+WRITEBACK_EVERY = 4 << 20
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>
+
+
+def _sync_file_range() -> Any:
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
+    return call
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` to disk,
+    without waiting; True when it was asked (False: no sync_file_range here, or it failed)."""
+    if _SYNC_FILE_RANGE is None:
+        return False
+    return bool(_SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0)
 
 
 def _storage_error(action: str, exc: OSError) -> StorageError:
@@ -130,6 +163,8 @@ class ArtifactWriter:
         self._max_bytes = max_bytes
         self._digest = StreamingDigest()
         self._tmp = store.root / _TMP_DIR / f"{secrets.token_hex(8)}.part"
+        self._written_back = 0  # bytes handed to start_writeback so far
+        self._writeback = True  # until a call fails
         try:
             self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
@@ -156,6 +191,12 @@ class ArtifactWriter:
             self.abort()
             raise _storage_error("writing an artifact", exc) from exc
         self._digest.update(chunk)
+        pending = self._digest.size - self._written_back
+        if self._writeback and pending >= WRITEBACK_EVERY:
+            # Whole pages only: the tail's last page is written again by the next chunk.
+            length = pending - pending % mmap.PAGESIZE
+            self._writeback = start_writeback(self._fd, self._written_back, length)
+            self._written_back += length
 
     def commit(self, *, expected_digest: bytes | None = None) -> Artifact:
         """Make the file durable under its digest name. Idempotent for identical content."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,77 @@ def test_unverified_chunks_are_the_file_and_its_identity_tells_a_replaced_one(
     art.path.unlink()
     with pytest.raises(StorageError):
         store.identity(art.digest)
+
+
+def _record_writeback(
+    monkeypatch: pytest.MonkeyPatch, answer: bool = True
+) -> list[tuple[int, int, int]]:
+    calls: list[tuple[int, int, int]] = []
+
+    def record(fd: int, offset: int, length: int) -> bool:
+        calls.append((fd, offset, length))
+        return answer
+
+    monkeypatch.setattr(artifacts_module, "start_writeback", record)
+    return calls
+
+
+def test_a_writer_starts_writeback_of_whole_pages_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_writeback(monkeypatch)
+    store = ArtifactStore(tmp_path)
+    every = artifacts_module.WRITEBACK_EVERY
+    chunk = os.urandom(every // 3 + 5)  # not page-aligned: each hint must stop at a page
+    with store.writer() as w:
+        for _ in range(10):
+            w.write(chunk)
+        written = w.size
+        artifact = w.commit()
+    assert artifact.path.read_bytes() == chunk * 10
+    assert len(calls) >= 2
+    assert len({fd for fd, _, _ in calls}) == 1
+    page = artifacts_module.mmap.PAGESIZE
+    expected_offset = 0
+    for _, offset, length in calls:
+        assert offset == expected_offset  # contiguous from the start
+        assert offset % page == 0 and length % page == 0
+        assert length >= every - page
+        expected_offset += length
+    assert expected_offset <= written  # never past what was written
+    assert written - expected_offset < every + len(chunk)  # and nothing large left behind
+
+
+def test_a_small_artifact_starts_no_writeback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_writeback(monkeypatch)
+    ArtifactStore(tmp_path).put(b"x" * (artifacts_module.WRITEBACK_EVERY - 1))
+    assert calls == []
+
+
+def test_a_refused_writeback_is_not_asked_again_and_the_artifact_still_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_writeback(monkeypatch, answer=False)
+    data = os.urandom(3 * artifacts_module.WRITEBACK_EVERY)
+    with ArtifactStore(tmp_path).writer() as w:
+        for start in range(0, len(data), 1 << 20):
+            w.write(data[start : start + (1 << 20)])
+        artifact = w.commit()
+    assert len(calls) == 1
+    assert artifact.path.read_bytes() == data
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_start_writeback_asks_the_kernel_and_fails_closed_on_a_bad_descriptor(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"y" * (1 << 20))
+        assert artifacts_module.start_writeback(fd, 0, 1 << 20) is True
+    finally:
+        os.close(fd)
+    assert artifacts_module.start_writeback(fd, 0, 4096) is False  # closed: EBADF
