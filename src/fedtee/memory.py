@@ -33,6 +33,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from fedtee._libc import libc_function
+
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc <malloc.h>
@@ -48,30 +50,17 @@ def limit_malloc_arenas(arenas: int) -> bool:
         raise ValueError(f"malloc arenas must be 0..{MAX_MALLOC_ARENAS}, got {arenas}")
     if arenas == 0:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
+    mallopt = libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:
         log.info("this C library has no mallopt: malloc arenas left at its default")
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
     if mallopt(M_ARENA_MAX, arenas) != 1:
         log.warning("mallopt(M_ARENA_MAX, %d) failed: malloc arenas left at the default", arenas)
         return False
     return True
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return None
-    trim.argtypes = (ctypes.c_size_t,)
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_TRIM = _malloc_trim()
+_TRIM = libc_function("malloc_trim", (ctypes.c_size_t,))
 
 
 def trim_freed_memory() -> bool:
@@ -94,8 +83,8 @@ class FreedMemoryTrimmer:
         clock: Callable[[], float] = time.monotonic,
         trim: Callable[[], object] | None = None,
     ) -> None:
-        if interval_s < 0:
-            raise ValueError("interval_s must be >= 0 (0: never trim)")
+        if not interval_s >= 0:  # also NaN
+            raise ValueError(f"interval_s must be >= 0 (0: never trim), got {interval_s}")
         if trim is None and _TRIM is None:
             interval_s = 0.0
         self.interval_s = interval_s

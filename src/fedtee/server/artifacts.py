@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedtee._libc import libc_function
 from fedtee.errors import Reason, StorageError, UpdateRejected
 from fedtee.tensors import DEFAULT_LIMITS, Arrays, Limits, StreamingDigest, decode
 
@@ -72,17 +73,9 @@ WRITEBACK_EVERY = 4 << 20
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>
 
 
-def _sync_file_range() -> Any:
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
-        return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    call.restype = ctypes.c_int
-    return call
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE = libc_function(
+    "sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+)
 
 
 def start_writeback(fd: int, offset: int, length: int) -> bool:
