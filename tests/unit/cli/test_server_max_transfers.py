@@ -1,15 +1,18 @@
 """[server] max_transfers, transfer_wait_s and transfer_idle_s: parsed, 8 slots, a 60 s wait
-and a 120 s idle cut by default, bounded, and handed to the server's slots and service; and
-[server] fold_threads, handed to the server's FedAvg."""
+and a 120 s idle cut by default, bounded, and handed to the server's slots and service;
+[server] fold_threads, handed to the server's FedAvg; send_chunk_bytes (512 KiB) and
+trim_interval_s (1 s; 0: never), bounded and handed to the server."""
 
 from __future__ import annotations
 
+import ctypes.util
+import sys
 from pathlib import Path
 
 import pytest
 
 from fedtee.cli.init import InitOptions, server_toml
-from fedtee.cli.server import build_server, parse_server_config
+from fedtee.cli.server import DEFAULT_TRIM_INTERVAL_S, build_server, parse_server_config
 from fedtee.errors import ConfigError
 from fedtee.server.slots import (
     DEFAULT_MAX_TRANSFERS,
@@ -19,6 +22,8 @@ from fedtee.server.slots import (
     RESERVED_WORKERS,
 )
 from fedtee.server.strategy import MAX_FOLD_THREADS, FedAvg, default_fold_threads
+
+_glibc = sys.platform == "linux" and "libc.so.6" in (ctypes.util.find_library("c") or "")
 
 
 def _text(fed: Path, extra: str) -> str:
@@ -97,3 +102,22 @@ def test_send_chunk_bytes_defaults_to_512_kib_and_reaches_the_server(fed: Path) 
 def test_a_bad_send_chunk_size_is_a_config_error(fed: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="send_chunk_bytes"):
         parse_server_config(_text(fed, f"send_chunk_bytes = {value}"), base_dir=fed)
+
+
+def test_server_toml_trim_interval_defaults_to_a_second_and_reaches_the_server(
+    fed: Path,
+) -> None:
+    default = build_server(parse_server_config(_text(fed, ""), base_dir=fed))
+    assert DEFAULT_TRIM_INTERVAL_S == 1.0
+    assert default.config.trim_interval_s == 1.0
+    assert default.trimmer.interval_s == (1.0 if _glibc else 0.0)
+    off = build_server(parse_server_config(_text(fed, "trim_interval_s = 0"), base_dir=fed))
+    assert off.trimmer.interval_s == 0.0
+    often = build_server(parse_server_config(_text(fed, "trim_interval_s = 0.25"), base_dir=fed))
+    assert often.config.trim_interval_s == 0.25
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", '"1"', "nan", "inf", "true"])
+def test_a_bad_trim_interval_is_a_config_error(fed: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="trim_interval_s"):
+        parse_server_config(_text(fed, f"trim_interval_s = {value}"), base_dir=fed)
