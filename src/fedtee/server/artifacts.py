@@ -92,6 +92,8 @@ def _storage_error(action: str, exc: OSError) -> StorageError:
     return StorageError(f"{action} failed: {exc}", reason=Reason.STORAGE_FAILED)
 
 
+_FADV_DONTNEED: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)  # None: macOS
+
 RELEASE_EVERY = 16 << 20  # bytes read between drops of a map's resident pages
 _DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
@@ -311,6 +313,25 @@ class ArtifactStore:
             ) from exc
         except OSError as exc:  # e.g. EMFILE
             raise _storage_error(f"opening artifact {digest_.hex()}", exc) from exc
+
+    def drop_cached(self, digest_: bytes) -> bool:
+        """Hand the artifact's page-cache pages back to the kernel (``posix_fadvise``
+        DONTNEED): for files this process will not read again soon. A hint that never raises
+        and changes nothing on disk; True when it was given (False: no such call here, or
+        the file could not be opened). Pages still dirty or mapped stay cached."""
+        if _FADV_DONTNEED is None:
+            return False
+        try:
+            fd = os.open(self.path_for(digest_), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return False
+        try:
+            os.posix_fadvise(fd, 0, 0, _FADV_DONTNEED)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
 
     def open_mapped(self, digest_: bytes, *, verify: bool = True) -> mmap.mmap:
         """A read-only memory map of the artifact; the caller closes it.
