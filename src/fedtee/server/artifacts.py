@@ -316,9 +316,10 @@ class ArtifactStore:
 
     def drop_cached(self, digest_: bytes) -> bool:
         """Hand the artifact's page-cache pages back to the kernel (``posix_fadvise``
-        DONTNEED): for files this process will not read again soon. A hint that never raises
-        and changes nothing on disk; True when it was given (False: no such call here, or
-        the file could not be opened). Pages still dirty or mapped stay cached."""
+        DONTNEED): for files this process will not read again soon. A hint that changes
+        nothing on disk and raises for no storage problem; True when it was given (False: no
+        such call here, or the file is missing or could not be opened). Pages still dirty or
+        mapped stay cached."""
         if _FADV_DONTNEED is None:
             return False
         try:
