@@ -373,7 +373,9 @@ def doc_section(
         "sim TEE attestation, signed receipts and the ledger on.",
         f"- Workload: {rounds} rounds; each client returns the parameters it received plus "
         "small deterministic noise: a 64 Ki-element pattern per client, drawn once from its "
-        "seed, added in place block after block on both sides (to the downloaded model's own "
+        "seed (SplitMix64 in numpy integer arithmetic, the same values on both sides; not "
+        "numpy.random, whose import costs each client process about 7 MiB), "
+        "added in place block after block on both sides (to the downloaded model's own "
         "buffer on fedtee, through its `fit_in_place`; to the arrays `to_numpy_ndarrays()` "
         "returns on Flower); equal-weight FedAvg. Round time: "
         "median of rounds "
