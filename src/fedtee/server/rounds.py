@@ -277,8 +277,8 @@ def aggregate_stored(
     of the same files), and the new model is finalised only after every digest has
     matched: a mismatch raises STORAGE_CORRUPT and nothing is written (the strategy's partial
     sums are dropped by the next ``begin``). A strategy with only ``accumulate`` is handed
-    each update after its digest has matched. Once every update has been read, their
-    page-cache pages are handed back to the kernel (:meth:`ArtifactStore.drop_cached`).
+    each update after its digest has matched. Once every update has been read, they are
+    retired (:meth:`ArtifactStore.retire`): the next writes reuse their page-cache pages.
     """
 
     def rehash(digest: bytes) -> None:
@@ -342,15 +342,9 @@ def aggregate_stored(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     # Every update has been read for the last time (an audit reads them from disk again):
-    # their page-cache pages go back to the kernel now, and the new model and the next
-    # round's uploads are written into those pages instead of into fresh memory. On a VM
-    # whose free memory goes back to its host (virtio-balloon free page reporting, as on the
-    # 2-core benchmark machines) writing into fresh memory costs far more CPU: 400 MB took
-    # 0.09 s into just-freed pages, 1.0-1.2 s into fresh ones. At P = 10,000,000 a round
-    # took 2.30-2.36 s with this drop against 2.43-2.91 s without at N = 10, and 0.42-0.46 s
-    # against 0.49-0.75 s at N = 2 (three pairs each; without it rounds slowed as they went).
-    for digest, _ in inputs:
-        artifacts.drop_cached(digest)
+    # the writers that come next, this new model's first, drop their page-cache pages as
+    # they need the room (ArtifactStore.retire says why).
+    artifacts.retire(digest for digest, _ in inputs)
     # Encoded straight from the strategy's arrays, chunk by chunk, to disk.
     return artifacts.put_chunks(tensors.encode_stream(strategy.finalize()).chunks(chunk_bytes))
 

@@ -1,5 +1,7 @@
-"""ArtifactStore.drop_cached and the round close's use of it: once a round has closed, its
-updates' page-cache pages go back to the kernel (the next round's uploads reuse them).
+"""ArtifactStore.drop_cached, retire and make_room, and the round close's use of them: once a
+round has closed, its updates are retired, and the writers that come next drop their
+page-cache pages, oldest first, as many bytes as they write (so they write into just-freed
+pages).
 
 Residency is read with mincore(2) on a private map of the file (mapping faults nothing in),
 so these tests look at the kernel's page cache itself, not at a flag of ours.
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 from fedtee import tensors
+from fedtee.server import artifacts
 from fedtee.server.artifacts import ArtifactStore
 from fedtee.server.rounds import aggregate_stored
 from fedtee.server.strategy import FedAvg
@@ -81,14 +84,41 @@ def test_drop_cached_of_a_missing_artifact_says_so_and_raises_nothing(
     assert store.drop_cached(b"\x01" * 32) is False
 
 
-def test_a_round_close_drops_its_updates_pages_but_not_the_new_models(
+def _stored(store: ArtifactStore, value: float, size: int = 1 << 20) -> bytes:
+    return store.put(tensors.encode({"w": np.full(size, value, np.float32)})).digest
+
+
+def test_retired_artifacts_leave_the_page_cache_oldest_first_as_bytes_are_written(
+    store: ArtifactStore,
+) -> None:
+    old = [_stored(store, k) for k in (1, 2, 3)]  # 4 MiB each
+    for digest in old:
+        assert _cached(store, digest) > 0
+    store.retire(old)
+    assert all(_resident_pages(store.path_for(d)) > 0 for d in old)  # nothing dropped yet
+    _stored(store, 9, size=1 << 18)  # 1 MiB written: the oldest retired file makes room
+    assert [_resident_pages(store.path_for(d)) > 0 for d in old] == [False, True, True]
+    _stored(store, 10)  # 4 MiB more: the second covers the rest, the third stays cached
+    assert [_resident_pages(store.path_for(d)) > 0 for d in old] == [False, False, True]
+
+
+def test_past_max_retired_the_oldest_are_dropped_at_once(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifacts, "MAX_RETIRED", 2)
+    old = [_stored(store, k, size=1 << 16) for k in (1, 2, 3)]
+    for digest in old:
+        _cached(store, digest)
+    store.retire([*old, b"\x02" * 32])  # a missing artifact is skipped, not counted
+    assert [_resident_pages(store.path_for(d)) > 0 for d in old] == [False, True, True]
+
+
+def test_a_round_close_retires_its_updates_for_the_next_writes(
     store: ArtifactStore,
 ) -> None:
     size = 1 << 20
     base = store.map_arrays(store.put(tensors.encode({"w": np.zeros(size, np.float32)})).digest)
-    updates = [
-        store.put(tensors.encode({"w": np.full(size, k, np.float32)})).digest for k in (1, 3)
-    ]
+    updates = [_stored(store, k) for k in (1, 3)]
     for digest in updates:
         assert _cached(store, digest) > 0
     out = aggregate_stored(
@@ -98,6 +128,9 @@ def test_a_round_close_drops_its_updates_pages_but_not_the_new_models(
         global_arrays=base,
         inputs=[(d, 1) for d in updates],
     )
-    assert [_resident_pages(store.path_for(d)) for d in updates] == [0, 0]
+    # Writing the new model (4 MiB) made room: it dropped the first update's pages.
     assert _resident_pages(out.path) > 0  # the next round serves it: it stays cached
+    assert [_resident_pages(store.path_for(d)) > 0 for d in updates] == [False, True]
+    _stored(store, 7)  # the next round's first upload: the second update's pages go
+    assert [_resident_pages(store.path_for(d)) for d in updates] == [0, 0]
     np.testing.assert_array_equal(store.load_arrays(out.digest)["w"], np.full(size, 2.0))
