@@ -14,7 +14,9 @@ Reading never needs a model-sized buffer: :meth:`ArtifactStore.map_arrays` gives
 tensors as views of a read-only memory map that drops its resident pages before each tensor
 is read (:class:`MappedArtifact`, :class:`ReleasingArrays`), so checking or aggregating an
 update holds about one tensor of it in memory; re-hashing and serving chunks release as
-they go.
+they go. Artifacts that will not be read again soon (a closed round's updates) are retired
+(:meth:`ArtifactStore.retire`): writers drop their page-cache pages just before writing as
+many bytes, so new files are written into just-freed memory.
 """
 
 from __future__ import annotations
@@ -368,8 +370,8 @@ class ArtifactStore:
         if _FADV_DONTNEED is None:
             return False
         try:
-            fd = os.open(self.path_for(digest_), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+            fd = self.open_fd(digest_)
+        except StorageError:
             return False
         try:
             os.posix_fadvise(fd, 0, 0, _FADV_DONTNEED)

@@ -37,7 +37,7 @@ def _fs_type(path: Path) -> str:
     best, kind = "", ""
     for line in Path("/proc/mounts").read_text().splitlines():
         _dev, mount, fstype, *_ = line.split()
-        if str(path).startswith(mount) and len(mount) > len(best):
+        if path.is_relative_to(mount) and len(mount) > len(best):
             best, kind = mount, fstype
     return kind
 
